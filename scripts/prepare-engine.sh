@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Make sure Debian's docker engine runs here and that the project's Debian 12
+# systemd base image exists. Safe to run again: it reuses what is already there.
+#
+# No registry is reachable, so the image is built from Debian packages
+# (debootstrap, then `docker import`). The mirror is read from this machine's
+# own apt sources at run time; none is written into the repository.
+set -euo pipefail
+
+IMAGE="${FLOWEROPS_IMAGE:-flowerops/debian12-systemd:latest}"
+SUITE="bookworm"
+log() { printf '==> %s\n' "$*" >&2; }
+
+need_root() {
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "prepare-engine.sh must run as root (it installs packages and starts dockerd)" >&2
+    exit 1
+  fi
+}
+
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || missing+=("$pkg")
+  done
+  [ "${#missing[@]}" -eq 0 ] && return 0
+  need_root
+  log "installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# The first deb822 URIs line of the host's sources: the mirror this machine reaches.
+host_mirror() {
+  local uri
+  uri=$(grep -hsE '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}' | grep -v -- '-security' | head -n1 || true)
+  if [ -z "$uri" ] && [ -f /etc/apt/sources.list ]; then
+    uri=$(awk '$1 == "deb" && $0 !~ /security/ {for (i = 2; i <= NF; i++) if ($i ~ /^https?:/) {print $i; exit}}' /etc/apt/sources.list)
+  fi
+  [ -n "$uri" ] || { echo "no Debian mirror found in the host's apt sources" >&2; exit 1; }
+  printf '%s\n' "$uri"
+}
+
+default_route_mtu() {
+  local dev
+  dev=$(ip route show default 2>/dev/null | awk '{for (i = 1; i < NF; i++) if ($i == "dev") {print $(i + 1); exit}}')
+  [ -n "$dev" ] && cat "/sys/class/net/$dev/mtu" 2>/dev/null || echo 1500
+}
+
+ensure_engine() {
+  apt_install docker.io debootstrap iproute2 ca-certificates
+  if docker info >/dev/null 2>&1; then
+    return 0
+  fi
+  need_root
+  if [ ! -f /etc/docker/daemon.json ]; then
+    mkdir -p /etc/docker
+    printf '{"mtu": %s}\n' "$(default_route_mtu)" > /etc/docker/daemon.json
+  fi
+  if [ -d /run/systemd/system ]; then
+    log "starting docker with systemd"
+    systemctl start docker
+  else
+    # No systemd on this machine (CI): run the daemon by hand, in the background.
+    log "starting dockerd by hand (no systemd here)"
+    nohup dockerd --host=unix:///var/run/docker.sock >/var/log/flowerops-dockerd.log 2>&1 &
+  fi
+  for _ in $(seq 1 60); do
+    docker info >/dev/null 2>&1 && return 0
+    sleep 1
+  done
+  echo "dockerd did not come up; see /var/log/flowerops-dockerd.log" >&2
+  exit 1
+}
+
+prepare_rootfs() {
+  local rootfs="$1"
+  # apt inside the image uses the same sources as this host.
+  rm -f "$rootfs/etc/apt/sources.list"
+  cp /etc/apt/sources.list.d/*.sources "$rootfs/etc/apt/sources.list.d/" 2>/dev/null || true
+  [ -f /etc/apt/sources.list ] && cp /etc/apt/sources.list "$rootfs/etc/apt/sources.list"
+  echo 'Acquire::Check-Valid-Until "false";' > "$rootfs/etc/apt/apt.conf.d/10flowerops-no-valid-until"
+  # Trust what the host trusts (an intercepting proxy's CA, if any); nothing is committed.
+  if compgen -G '/usr/local/share/ca-certificates/*.crt' >/dev/null; then
+    cp /usr/local/share/ca-certificates/*.crt "$rootfs/usr/local/share/ca-certificates/"
+    chroot "$rootfs" update-ca-certificates >/dev/null
+  fi
+  : > "$rootfs/etc/machine-id"
+  # Units that grab the dpkg lock mid-converge or make no sense in a container.
+  for unit in apt-daily.timer apt-daily-upgrade.timer getty@tty1.service console-getty.service \
+              e2scrub_all.timer e2scrub_reap.service fstrim.timer systemd-pstore.service; do
+    ln -sf /dev/null "$rootfs/etc/systemd/system/$unit"
+  done
+  chroot "$rootfs" apt-get update -qq
+  chroot "$rootfs" apt-get clean
+}
+
+ensure_image() {
+  if docker image inspect "$IMAGE" >/dev/null 2>&1; then
+    log "image $IMAGE present, reusing it"
+    return 0
+  fi
+  need_root
+  local rootfs mirror
+  rootfs=$(mktemp -d /var/tmp/flowerops-rootfs.XXXXXX)
+  trap 'rm -rf "$rootfs"' RETURN
+  mirror=$(host_mirror)
+  log "debootstrapping Debian $SUITE (about a minute)"
+  debootstrap --variant=minbase \
+    --include=systemd,systemd-sysv,dbus,python3,python3-apt,sudo,iproute2,procps,ca-certificates \
+    "$SUITE" "$rootfs" "$mirror" >/dev/null
+  prepare_rootfs "$rootfs"
+  log "importing $IMAGE"
+  tar -C "$rootfs" --numeric-owner -c . | docker import \
+    --change 'CMD ["/sbin/init"]' --change 'ENV container=docker' - "$IMAGE" >/dev/null
+}
+
+ensure_engine
+case "${1:-all}" in
+  engine) ;;
+  all | image) ensure_image ;;
+  *) echo "usage: $0 [engine|image|all]" >&2; exit 2 ;;
+esac
