@@ -1,0 +1,91 @@
+"""Ansible against the converged target: check mode changes nothing, no
+secret reaches the output, and bad input fails before the host changes.
+
+These run ansible-playbook from the controller with an inventory built from
+molecule.yml, so they exercise the same site.yml the converge used.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import ACCOUNT, GROUP_VARS, GROUPS, INSTANCE, PROJECT_DIR, SECRETS
+
+RECAP = re.compile(rf"{re.escape(INSTANCE)}\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)")
+# Files and service state that must not move when a run is refused.
+FINGERPRINT = (
+    f"sha256sum /etc/systemd/system/flower.service {ACCOUNT['flower_account_config_dir']}/* "
+    "/etc/redis/users.acl /etc/systemd/system/celery-sample-worker.service; "
+    "systemctl show -p MainPID,ActiveEnterTimestamp flower redis-server celery-sample-worker"
+)
+
+
+def run_site(tmp_path: Path, group_vars: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
+    inventory = tmp_path / "inventory"
+    (inventory / "group_vars").mkdir(parents=True, exist_ok=True)
+    hosts = {"all": {"children": {g: {"hosts": {INSTANCE: {"ansible_connection": "community.docker.docker"}}} for g in GROUPS}}}
+    (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts))
+    (inventory / "group_vars" / "all.yml").write_text(yaml.safe_dump(group_vars))
+    env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"}
+    return subprocess.run(
+        ["ansible-playbook", "-i", str(inventory), "site.yml", *args],
+        cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=900, check=False,
+    )
+
+
+def recap(output: str) -> tuple[int, int, int, int]:
+    found = RECAP.findall(output)
+    assert found, output[-3000:]
+    return tuple(int(n) for n in found[-1])  # type: ignore[return-value]
+
+
+def test_check_mode_reports_no_change_and_no_secret(tmp_path: Path) -> None:
+    result = run_site(tmp_path, GROUP_VARS, "--check", "--diff", "-v")
+    output = result.stdout + result.stderr
+    _, changed, unreachable, failed = recap(output)
+    assert (result.returncode, changed, unreachable, failed) == (0, 0, 0, 0), output[-4000:]
+    leaked = [s for s in SECRETS if s in output]
+    assert not leaked, f"{len(leaked)} secret(s) in the output of a -v --check --diff run"
+
+
+def test_verbose_run_changes_nothing_and_shows_no_secret(tmp_path: Path) -> None:
+    result = run_site(tmp_path, GROUP_VARS, "-v")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert recap(output)[1] == 0, "a second real run changed something"
+    assert not [s for s in SECRETS if s in output], "a secret is in the output of a -v run"
+
+
+def without(key: str) -> dict[str, Any]:
+    return {k: v for k, v in GROUP_VARS.items() if k != key}
+
+
+BAD_INPUT = {
+    "wrong type": ({**GROUP_VARS, "flower_max_tasks": "lots"}, "flower_max_tasks"),
+    "unknown state": ({**GROUP_VARS, "flower_service_state": "runing"}, "flower_service_state"),
+    "missing secret": (without("flower_broker_url"), "flower_broker_url"),
+    "prefix without slash": ({**GROUP_VARS, "flower_url_prefix": "flower"}, "flower_url_prefix"),
+    "basic auth without colon": ({**GROUP_VARS, "flower_basic_auth": ["admin"]}, "flower_basic_auth"),
+    "non-ASCII password": ({**GROUP_VARS, "flower_basic_auth": ["admin:pässwörd-1234"]}, "ASCII"),
+    "max_tasks over MemoryMax": ({**GROUP_VARS, "flower_max_tasks": 100000}, "flower_memory_max"),
+    "short redis password": ({**GROUP_VARS, "redis_password": "short"}, "redis_password"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUT, ids=list(BAD_INPUT))
+def test_bad_input_fails_before_the_host_changes(host: Any, tmp_path: Path, case: str) -> None:
+    group_vars, expected = BAD_INPUT[case]
+    before = host.run(FINGERPRINT).stdout
+    result = run_site(tmp_path, group_vars)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-3000:]
+    assert expected in output, output[-3000:]
+    assert "Validate every role's settings" in output
+    assert not re.search(r"^changed: ", output, re.M), "a task changed the host before the run was refused"
+    assert host.run(FINGERPRINT).stdout == before, "the host changed although the input was refused"
