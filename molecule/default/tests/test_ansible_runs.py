@@ -29,13 +29,19 @@ FINGERPRINT = (
 def run_site(tmp_path: Path, group_vars: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
     inventory = tmp_path / "inventory"
     (inventory / "group_vars").mkdir(parents=True, exist_ok=True)
-    hosts = {"all": {"children": {g: {"hosts": {INSTANCE: {"ansible_connection": "community.docker.docker"}}} for g in GROUPS}}}
+    target = {INSTANCE: {"ansible_connection": "community.docker.docker"}}
+    hosts = {"all": {"children": {group: {"hosts": target} for group in GROUPS}}}
     (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts))
     (inventory / "group_vars" / "all.yml").write_text(yaml.safe_dump(group_vars))
     env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"}
     return subprocess.run(
         ["ansible-playbook", "-i", str(inventory), "site.yml", *args],
-        cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=900, check=False,
+        cwd=PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
     )
 
 

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The local demo: a long-lived systemd container `flowerops-demo` with the whole
+# stack deployed by `ansible-playbook site.yml -i inventories/demo`.
+#   scripts/demo.sh up        create or reuse the container, deploy, print where to log in
+#   scripts/demo.sh destroy   remove the container and the demo's generated secrets
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+NAME=flowerops-demo
+IMAGE="${FLOWEROPS_IMAGE:-flowerops/debian12-systemd:latest}"
+# Port on this machine's loopback that reaches the demo's Flower.
+DEMO_PORT="${DEMO_PORT:-8555}"
+SECRETS_DIR=.demo
+
+# The same platform settings as molecule/default/molecule.yml (see there for why).
+CAPS=(AUDIT_CONTROL AUDIT_READ BLOCK_SUSPEND DAC_READ_SEARCH IPC_LOCK IPC_OWNER LEASE
+      LINUX_IMMUTABLE MAC_ADMIN MAC_OVERRIDE NET_ADMIN NET_BROADCAST SYSLOG SYS_ADMIN
+      SYS_BOOT SYS_MODULE SYS_NICE SYS_PACCT SYS_PTRACE SYS_RAWIO SYS_TTY_CONFIG WAKE_ALARM)
+
+start_container() {
+  local state
+  state=$(docker inspect -f '{{.State.Status}}' "$NAME" 2>/dev/null || true)
+  case "$state" in
+    running) echo "==> reusing the running container $NAME" ;;
+    "")
+      echo "==> starting container $NAME"
+      docker run -d --name "$NAME" --hostname "$NAME" \
+        --cgroupns=host -v /sys/fs/cgroup:/sys/fs/cgroup:rw \
+        --tmpfs /run --tmpfs /run/lock --tmpfs /tmp \
+        --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
+        --stop-signal SIGRTMIN+3 --env container=docker \
+        "${CAPS[@]/#/--cap-add=}" \
+        --publish "127.0.0.1:${DEMO_PORT}:8080" \
+        "$IMAGE" /sbin/init >/dev/null
+      ;;
+    *) echo "==> starting the stopped container $NAME"; docker start "$NAME" >/dev/null ;;
+  esac
+  for _ in $(seq 1 60); do
+    case "$(docker exec "$NAME" systemctl is-system-running 2>/dev/null || true)" in
+      running | degraded) return 0 ;;
+    esac
+    sleep 1
+  done
+  echo "systemd in $NAME did not finish booting" >&2
+  exit 1
+}
+
+up() {
+  start_container
+  install -d -m 0700 "$SECRETS_DIR"
+  ansible-playbook site.yml -i inventories/demo
+  cat <<EOT
+
+Flower is up.
+  Open:      http://127.0.0.1:${DEMO_PORT}/
+  User:      admin
+  Password:  in $(pwd)/${SECRETS_DIR}/admin-password (mode 0600; not printed here)
+  Send a sample task:  docker exec $NAME celery-sample-call add '[2, 3]'
+  Remove the demo:     make demo-destroy
+EOT
+}
+
+destroy() {
+  docker rm -f "$NAME" >/dev/null 2>&1 && echo "==> removed $NAME" || echo "==> no $NAME container"
+  rm -rf "$SECRETS_DIR"
+}
+
+case "${1:-}" in
+  up) up ;;
+  destroy) destroy ;;
+  *) echo "usage: $0 up|destroy" >&2; exit 2 ;;
+esac
