@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Render the README's table of role variables from the roles' argument specs.
 
-    python scripts/variables_table.py            print the table
-    python scripts/variables_table.py --write README.md
-                                                 replace the table between the markers
+python scripts/variables_table.py            print the table
+python scripts/variables_table.py --write README.md
+                                             replace the table between the markers
 """
 
 from __future__ import annotations
