@@ -77,9 +77,9 @@ def send_tasks(broker: str, count: int) -> None:
         dispatcher = app.events.Dispatcher(conn, hostname="bench@flowerops", enabled=True)
         for _ in range(count):
             task_id = str(uuid.uuid4())
-            common = {"uuid": task_id, "hostname": "bench@flowerops"}
+            common = {"uuid": task_id}
             dispatcher.send("task-received", name="bench.add", args="(2, 3)", kwargs="{}", retries=0, **common)
-            dispatcher.send("task-started", pid=1, **common)
+            dispatcher.send("task-started", **common)
             dispatcher.send("task-succeeded", result="5", runtime=0.001, **common)
         dispatcher.close()
 
@@ -122,7 +122,8 @@ def measure(tasks: int, workdir: Path, timeout: float) -> dict[str, float]:
             "peak_mib": round(peak, 1),
             "ingest_s": round(ingest, 1),
             "stop_s": round(time.monotonic() - stop, 1),
-            "db_mib": round(db.stat().st_size / MIB, 1) if db.exists() else 0.0,
+            # The dbm backend decides the suffixes (flower.db, flower.db.db, .dat/.dir).
+            "db_mib": round(sum(f.stat().st_size for f in workdir.glob(db.name + "*")) / MIB, 1),
         }
     finally:
         for proc in (flower, redis):
