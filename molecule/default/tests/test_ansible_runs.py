@@ -26,7 +26,9 @@ FINGERPRINT = (
 )
 
 
-def run_site(tmp_path: Path, group_vars: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
+def run_site(
+    tmp_path: Path, group_vars: dict[str, Any], *args: str, playbook: str = "site.yml"
+) -> subprocess.CompletedProcess[str]:
     inventory = tmp_path / "inventory"
     (inventory / "group_vars").mkdir(parents=True, exist_ok=True)
     target = {INSTANCE: {"ansible_connection": "community.docker.docker"}}
@@ -35,7 +37,7 @@ def run_site(tmp_path: Path, group_vars: dict[str, Any], *args: str) -> subproce
     (inventory / "group_vars" / "all.yml").write_text(yaml.safe_dump(group_vars))
     env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"}
     return subprocess.run(
-        ["ansible-playbook", "-i", str(inventory), "site.yml", *args],
+        ["ansible-playbook", "-i", str(inventory), playbook, *args],
         cwd=PROJECT_DIR,
         env=env,
         capture_output=True,
@@ -66,6 +68,15 @@ def test_verbose_run_changes_nothing_and_shows_no_secret(tmp_path: Path) -> None
     assert result.returncode == 0, output[-4000:]
     assert recap(output)[1] == 0, "a second real run changed something"
     assert not [s for s in SECRETS if s in output], "a secret is in the output of a -v run"
+
+
+def test_health_playbook_prints_one_row_per_check(tmp_path: Path) -> None:
+    result = run_site(tmp_path, GROUP_VARS, playbook="playbooks/health.yml")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    for check in ("healthcheck", "api", "auth", "workers", "events"):
+        assert re.search(rf'"msg": "{check} +ok ', output) or re.search(rf"msg: {check} +ok ", output), output[-3000:]
+    assert not [s for s in SECRETS if s in output]
 
 
 def without(key: str) -> dict[str, Any]:
