@@ -92,6 +92,11 @@ BAD_INPUT = {
     "non-ASCII password": ({**GROUP_VARS, "flower_basic_auth": ["admin:pässwörd-1234"]}, "ASCII"),
     "max_tasks over MemoryMax": ({**GROUP_VARS, "flower_max_tasks": 100000}, "flower_memory_max"),
     "short redis password": ({**GROUP_VARS, "redis_password": "short"}, "redis_password"),
+    # Never contacted: the run stops in preflight.
+    "remote broker not allowed": (
+        {**GROUP_VARS, "flower_broker_url": "redis://:secret-pw@broker.example.invalid:6379/0"},
+        "flower_ip_address_allow",
+    ),
 }
 
 
