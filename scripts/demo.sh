@@ -12,10 +12,12 @@ IMAGE="${FLOWEROPS_IMAGE:-flowerops/debian12-systemd:latest}"
 DEMO_PORT="${DEMO_PORT:-8555}"
 SECRETS_DIR=.demo
 
-# The same platform settings as molecule/default/molecule.yml (see there for why).
-CAPS=(AUDIT_CONTROL AUDIT_READ BLOCK_SUSPEND DAC_READ_SEARCH IPC_LOCK IPC_OWNER LEASE
-      LINUX_IMMUTABLE MAC_ADMIN MAC_OVERRIDE NET_ADMIN NET_BROADCAST SYSLOG SYS_ADMIN
-      SYS_BOOT SYS_MODULE SYS_NICE SYS_PACCT SYS_PTRACE SYS_RAWIO SYS_TTY_CONFIG WAKE_ALARM)
+# The same container settings as the Molecule scenario (see there for why);
+# the capability list is read from it so the two cannot drift apart.
+mapfile -t CAPS < <(python3 -c '
+import yaml
+platform = yaml.safe_load(open("molecule/default/molecule.yml"))["platforms"][0]
+print("\n".join(platform["capabilities"]))')
 
 start_container() {
   local state
