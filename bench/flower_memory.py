@@ -7,7 +7,7 @@ reads Flower's resident memory, stops it with SIGTERM (which saves its state)
 and reads the peak. Prints one row per N and the per-task slope, next to the
 sizing rule preflight uses: peak <= 1.6 x (57 MiB + 6.5 KiB x max_tasks).
 
-    .venv/bin/python bench/flower_memory.py [--tasks 0,10000,30000]
+    .venv/bin/python bench/flower_memory.py [--tasks 0,10000,30000] [--payload BYTES]
 
 Needs redis-server on PATH and flower + celery[redis] in the running Python
 (both are in requirements.txt / .ci/run). Bounded: each point stops after
@@ -71,20 +71,21 @@ def succeeded_events(port: int) -> int:
     )
 
 
-def send_tasks(broker: str, count: int) -> None:
+def send_tasks(broker: str, count: int, payload: int) -> None:
+    args, result = repr(("x" * payload,)), repr("y" * payload)
     app = Celery(broker=broker)
     with app.connection_for_write() as conn:
         dispatcher = app.events.Dispatcher(conn, hostname="bench@flowerops", enabled=True)
         for _ in range(count):
             task_id = str(uuid.uuid4())
             common = {"uuid": task_id}
-            dispatcher.send("task-received", name="bench.add", args="(2, 3)", kwargs="{}", retries=0, **common)
+            dispatcher.send("task-received", name="bench.add", args=args, kwargs="{}", retries=0, **common)
             dispatcher.send("task-started", **common)
-            dispatcher.send("task-succeeded", result="5", runtime=0.001, **common)
+            dispatcher.send("task-succeeded", result=result, runtime=0.001, **common)
         dispatcher.close()
 
 
-def measure(tasks: int, workdir: Path, timeout: float) -> dict[str, float]:
+def measure(tasks: int, payload: int, workdir: Path, timeout: float) -> dict[str, float]:
     redis_port, flower_port = free_port(), free_port()
     redis = subprocess.Popen(
         ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
@@ -102,7 +103,7 @@ def measure(tasks: int, workdir: Path, timeout: float) -> dict[str, float]:
         wait_until(lambda: succeeded_events(flower_port) >= 0, 30, "Flower to answer")
         time.sleep(1)  # the event receiver connects just after the HTTP server
         started = time.monotonic()
-        send_tasks(broker, tasks)
+        send_tasks(broker, tasks, payload)
         wait_until(lambda: succeeded_events(flower_port) >= tasks, timeout, f"{tasks} tasks to reach Flower")
         ingest = time.monotonic() - started
         time.sleep(1)
@@ -135,6 +136,7 @@ def measure(tasks: int, workdir: Path, timeout: float) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description="Flower memory against tasks held")
     parser.add_argument("--tasks", default="0,10000,30000", help="comma-separated task counts")
+    parser.add_argument("--payload", type=int, default=0, help="extra bytes in each task's args and in its result")
     parser.add_argument("--timeout", type=float, default=120, help="seconds allowed per point")
     parser.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
     args = parser.parse_args()
@@ -142,10 +144,11 @@ def main() -> int:
         raise SystemExit("redis-server is not on PATH (apt-get install redis-server)")
     counts = [int(n) for n in args.tasks.split(",")]
     with tempfile.TemporaryDirectory(prefix="flower-bench-") as tmp:
-        rows = [measure(n, Path(tmp), args.timeout) for n in counts]
+        rows = [measure(n, args.payload, Path(tmp), args.timeout) for n in counts]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
+    print(f"payload: {args.payload} extra bytes in each task's args and result")
     print(f"{'tasks':>7} {'RSS MiB':>8} {'peak MiB':>9} {'rule MiB':>9} {'ingest s':>9} {'stop s':>7} {'db MiB':>7}")
     for row in rows:
         rule = 1.6 * (57 + 6.5 * row["tasks"] / 1024)
