@@ -9,24 +9,30 @@ PY := python3
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_ROLES_PATH := $(CURDIR)/roles
 export ANSIBLE_LIBRARY := $(CURDIR)/library
+export ANSIBLE_MODULE_UTILS := $(CURDIR)/module_utils
 
-.PHONY: help venv engine demo demo-destroy lint unit sanity molecule test docs
+.PHONY: help host-packages venv engine demo demo-destroy lint unit sanity molecule test docs
 
 help:
 	@echo "make demo          local demo host with the whole stack (prints where to log in)"
 	@echo "make demo-destroy  remove the demo host and its generated secrets"
 	@echo "make test          lint + unit tests + module sanity + molecule test"
-	@echo "make docs          regenerate the README's variable table from the argument specs"
+	@echo "make docs          regenerate the variable tables and defaults comments from the argument specs"
 
-$(VENV)/.installed: requirements.txt
+# Debian packages first (scripts/host-packages.txt is the one list), so a
+# fresh machine needs nothing but `make demo` or `make test`.
+host-packages:
+	bash scripts/host-packages.sh
+
+$(VENV)/.installed: requirements.txt | host-packages
 	$(PY) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -r requirements.txt
 	touch $@
 
-venv: $(VENV)/.installed
+venv: host-packages $(VENV)/.installed
 
-engine:
+engine: host-packages
 	bash scripts/prepare-engine.sh
 
 demo: venv engine
@@ -53,4 +59,4 @@ molecule: venv engine
 test: lint unit sanity molecule
 
 docs: venv
-	python scripts/variables_table.py --write README.md
+	python scripts/role_docs.py --write

@@ -5,12 +5,14 @@ Starts a throw-away Redis and a real Flower (both on 127.0.0.1, random ports),
 feeds Flower N tasks' worth of real Celery events through the broker, then
 reads Flower's resident memory, stops it with SIGTERM (which saves its state)
 and reads the peak. Prints one row per N and the per-task slope, next to the
-sizing rule preflight uses: peak <= 1.6 x (57 MiB + 6.5 KiB x max_tasks).
+sizing rule preflight uses: peak <= save factor x (base + per-task x max_tasks),
+with the figures read from the flower role (vars/main.yml and defaults/main.yml),
+so the bench and preflight cannot disagree.
 
     .venv/bin/python bench/flower_memory.py [--tasks 0,10000,30000] [--payload BYTES]
 
 Needs redis-server on PATH and flower + celery[redis] in the running Python
-(both are in requirements.txt / .ci/run). Bounded: each point stops after
+(requirements.txt and scripts/host-packages.txt; `make test` installs both). Bounded: each point stops after
 --timeout seconds at most.
 """
 
@@ -30,7 +32,22 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+import yaml
 from celery import Celery
+
+ROLE = Path(__file__).resolve().parents[1] / "roles" / "flower"
+
+
+def sizing_rule() -> tuple[float, float, float]:
+    """(base MiB, per-task KiB, save factor): the figures preflight's rule uses."""
+    internal = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())
+    defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+    return (
+        float(internal["_flower_memory_base_mib"]),
+        float(defaults["flower_memory_per_task_kib"]),
+        float(internal["_flower_memory_save_factor"]),
+    )
+
 
 MIB = 1024 * 1024
 
@@ -150,8 +167,9 @@ def main() -> int:
         return 0
     print(f"payload: {args.payload} extra bytes in each task's args and result")
     print(f"{'tasks':>7} {'RSS MiB':>8} {'peak MiB':>9} {'rule MiB':>9} {'ingest s':>9} {'stop s':>7} {'db MiB':>7}")
+    base_mib, per_task_kib, save_factor = sizing_rule()
     for row in rows:
-        rule = 1.6 * (57 + 6.5 * row["tasks"] / 1024)
+        rule = save_factor * (base_mib + per_task_kib * row["tasks"] / 1024)
         print(
             f"{row['tasks']:>7} {row['rss_mib']:>8} {row['peak_mib']:>9} {rule:>9.0f} "
             f"{row['ingest_s']:>9} {row['stop_s']:>7} {row['db_mib']:>7}"
@@ -159,7 +177,10 @@ def main() -> int:
     base, top = rows[0], rows[-1]
     if top["tasks"] > base["tasks"]:
         slope = (top["rss_mib"] - base["rss_mib"]) * 1024 / (top["tasks"] - base["tasks"])
-        print(f"base RSS {base['rss_mib']} MiB, {slope:.1f} KiB per task held (rule: 57 MiB, 6.5 KiB)")
+        print(
+            f"base RSS {base['rss_mib']} MiB, {slope:.1f} KiB per task held "
+            f"(rule: {save_factor} x ({base_mib:g} MiB + {per_task_kib:g} KiB per task))"
+        )
     return 0
 
 

@@ -57,7 +57,7 @@ Flower is up.
   Open:      http://127.0.0.1:${DEMO_PORT}/
   User:      admin
   Password:  in $(pwd)/${SECRETS_DIR}/admin-password (mode 0600; not printed here)
-  Send a sample task:  docker exec $NAME celery-sample-call add '[2, 3]'
+  Send a sample task:  docker exec $NAME demo-worker-call add '[2, 3]'
   Remove the demo:     make demo-destroy
 EOT
 }

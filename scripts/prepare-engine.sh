@@ -18,18 +18,6 @@ need_root() {
   fi
 }
 
-apt_install() {
-  local missing=()
-  for pkg in "$@"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || missing+=("$pkg")
-  done
-  [ "${#missing[@]}" -eq 0 ] && return 0
-  need_root
-  log "installing ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-}
-
 # The first deb822 URIs line of the host's sources: the mirror this machine reaches.
 host_mirror() {
   local uri
@@ -48,7 +36,8 @@ default_route_mtu() {
 }
 
 ensure_engine() {
-  apt_install docker.io debootstrap iproute2 ca-certificates
+  # docker.io, debootstrap and the rest come from the one list.
+  bash "$(dirname "${BASH_SOURCE[0]}")/host-packages.sh"
   if docker info >/dev/null 2>&1; then
     return 0
   fi

@@ -1,8 +1,7 @@
-"""Each role's manual (defaults/main.yml), its argument specs and the README agree."""
+"""Each role's interface: its manual (defaults/main.yml), argument specs, README, tags, and its line in preflight."""
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,21 +12,23 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 ROLES = sorted(p.name for p in (ROOT / "roles").iterdir() if (p / "meta" / "argument_specs.yml").exists())
 sys.path.insert(0, str(ROOT / "scripts"))
-import variables_table  # noqa: E402
+import role_docs  # noqa: E402
 
 
-def load(role: str, *parts: str) -> Any:
-    return yaml.safe_load((ROOT / "roles" / role / Path(*parts)).read_text()) or {}
+def load(*parts: str) -> Any:
+    return yaml.safe_load((ROOT / Path(*parts)).read_text()) or {}
 
 
-def test_every_role_has_argument_specs() -> None:
+def test_every_role_has_argument_specs_and_a_readme() -> None:
     assert sorted(p.name for p in (ROOT / "roles").iterdir()) == ROLES
+    for role in ROLES:
+        assert (ROOT / "roles" / role / "README.md").exists(), f"{role} has no README.md"
 
 
 @pytest.mark.parametrize("role", ROLES)
 def test_defaults_match_the_argument_specs(role: str) -> None:
-    defaults = load(role, "defaults", "main.yml")
-    specs = load(role, "meta", "argument_specs.yml")["argument_specs"]
+    defaults = load("roles", role, "defaults", "main.yml")
+    specs = load("roles", role, "meta", "argument_specs.yml")["argument_specs"]
     options = specs["main"]["options"]
     required = {name for name, option in options.items() if option.get("required")}
     assert set(defaults) == set(options) - required, "defaults/main.yml and argument_specs.yml list other keys"
@@ -36,20 +37,39 @@ def test_defaults_match_the_argument_specs(role: str) -> None:
         assert name.startswith(role + "_"), f"{name} is not prefixed with the role's name"
     for name in required:
         assert options[name].get("no_log") or "secret" not in options[name]["description"].lower()
-    # Every entry point validates the same options, so preflight refuses what main would.
+    # preflight validates what main would; verify needs only some of the same options, defined the same way.
+    assert specs["preflight"]["options"] == options, "entry point preflight validates other options"
     for entry, spec in specs.items():
-        assert spec["options"] == options, f"entry point {entry} validates other options"
+        for name, option in spec["options"].items():
+            assert options.get(name) == option, f"entry point {entry} defines {name} differently from main"
+
+
+def test_generated_docs_are_current() -> None:
+    """Role READMEs, the root README and the comments in defaults/main.yml all come from the specs."""
+    stale = [str(path.relative_to(ROOT)) for path, text in role_docs.generated().items() if path.read_text() != text]
+    assert not stale, f"stale (run `make docs`): {', '.join(stale)}"
+
+
+def test_every_role_runs_its_preflight_from_the_one_list() -> None:
+    play = load("playbooks", "preflight.yml")[0]
+    listed = [entry["role"] for entry in play["vars"]["_flowerops_roles"]]
+    assert sorted(listed) == ROLES, "playbooks/preflight.yml's role list and roles/ differ"
+    site = (ROOT / "site.yml").read_text()
+    for entry in play["vars"]["_flowerops_roles"]:
+        assert f"hosts: {entry['group']}" in "".join(
+            (ROOT / "playbooks" / item["ansible.builtin.import_playbook"].split("/", 1)[1]).read_text()
+            for item in load("site.yml")
+            if item["ansible.builtin.import_playbook"] != "playbooks/preflight.yml"
+        ), f"no stage of site.yml runs on group {entry['group']}"
+    assert "playbooks/preflight.yml" in site
 
 
 @pytest.mark.parametrize("role", ROLES)
-def test_every_default_has_a_comment(role: str) -> None:
-    lines = (ROOT / "roles" / role / "defaults" / "main.yml").read_text().splitlines()
-    for number, line in enumerate(lines):
-        if re.match(r"^[a-z_]+:", line):
-            above = lines[number - 1]
-            assert above.startswith("#") or re.match(r"^[a-z_]+:", above), f"{line} has no comment above it"
-
-
-def test_readme_variable_table_is_current() -> None:
-    readme = (ROOT / "README.md").read_text()
-    assert variables_table.render() in readme, "README's variable table is stale: run `make docs`"
+def test_every_phase_has_its_tag(role: str) -> None:
+    """`--tags <role>_configure` re-renders configuration without a reinstall."""
+    main = load("roles", role, "tasks", "main.yml")
+    preflight, *phases = main
+    assert preflight["when"] == "_flowerops_preflight_done is not defined", "main.yml should validate first"
+    for task in phases:
+        phase = task["ansible.builtin.import_tasks"].removesuffix(".yml")
+        assert task["tags"] == [f"{role}_{phase}"], f"{role}: {phase}.yml is not tagged {role}_{phase}"

@@ -22,7 +22,7 @@ GROUP_VARS: dict[str, Any] = MOLECULE["provisioner"]["inventory"]["group_vars"][
 INSTANCE: str = MOLECULE["platforms"][0]["name"]
 GROUPS: list[str] = MOLECULE["platforms"][0]["groups"]
 SECRETS: list[str] = [
-    GROUP_VARS["redis_password"],
+    GROUP_VARS["demo_broker_password"],
     GROUP_VARS["flower_cookie_secret"],
     *(entry.split(":", 1)[1] for entry in GROUP_VARS["flower_basic_auth"]),
 ]

@@ -28,7 +28,7 @@ def failed(result: dict[str, Any]) -> set[str]:
 @pytest.fixture
 def restores_services(host: Any) -> Iterator[Any]:
     yield host
-    for unit in ("redis-server", "celery-sample-worker"):
+    for unit in ("redis-server", "demo-worker"):
         host.run("systemctl start %s", unit)
     # Flower's reconnect back-off grows without a cap: restart it so that later
     # tests do not wait for it to notice the broker is back.
@@ -57,7 +57,7 @@ def test_wrong_password_is_a_clear_failure(host: Any) -> None:
 
 def test_reports_a_stopped_worker(restores_services: Any) -> None:
     host = restores_services
-    assert host.run("systemctl stop celery-sample-worker").rc == 0
+    assert host.run("systemctl stop demo-worker").rc == 0
     result = flower_health(host)
     assert result["healthy"] is False
     assert "workers" in failed(result), result["msg"]

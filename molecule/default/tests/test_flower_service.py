@@ -77,12 +77,12 @@ def test_api_refuses_requests_without_credentials(host: Any) -> None:
 
 
 def test_sample_worker_is_online(host: Any) -> None:
-    worker = f"sample@{INSTANCE}"
+    worker = f"demo-worker@{INSTANCE}"
 
     def online() -> bool:
         return worker in fetch_json(host, "/api/workers?refresh=1")
 
-    assert wait_for(online, timeout=60), service_diagnostics(host, "celery-sample-worker")
+    assert wait_for(online, timeout=60), service_diagnostics(host, "demo-worker")
     dashboard = fetch_json(host, "/workers?json=1")
     statuses = {w["hostname"]: w["status"] for w in dashboard["data"]}
     assert statuses.get(worker) is True, json.dumps(dashboard)[:500]

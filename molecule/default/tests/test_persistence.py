@@ -9,7 +9,7 @@ from conftest import fetch, fetch_json, wait_for, wait_until_healthy
 
 
 def send(host: Any, task: str, args: str = "[]") -> str:
-    result = host.run("celery-sample-call %s %s", task, args)
+    result = host.run("demo-worker-call %s %s", task, args)
     assert result.rc == 0, result.stderr
     return result.stdout.strip().splitlines()[-1]
 

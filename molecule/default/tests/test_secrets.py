@@ -20,7 +20,7 @@ def test_no_secret_in_process_list(host: Any, command: str) -> None:
     "path",
     [
         "/etc/systemd/system/flower.service",
-        "/etc/systemd/system/celery-sample-worker.service",
+        "/etc/systemd/system/demo-worker.service",
         f"{ACCOUNT['flower_account_config_dir']}/flowerconfig.py",
         "/etc/redis/redis.conf",
         "/etc/redis/flowerops.conf",
