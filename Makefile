@@ -9,6 +9,7 @@ PY := python3
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_ROLES_PATH := $(CURDIR)/roles
 export ANSIBLE_LIBRARY := $(CURDIR)/library
+export ANSIBLE_MODULE_UTILS := $(CURDIR)/module_utils
 
 .PHONY: help venv engine demo demo-destroy lint unit sanity molecule test docs
 
