@@ -144,7 +144,7 @@ requirements:
 
 EXAMPLES = r"""
 - name: Wait until Flower sees at least two workers
-  flowerops.checks.flower_health:
+  flower_health:
     url: http://127.0.0.1:5555
     username: admin
     password: "{{ flower_password }}"
@@ -153,7 +153,7 @@ EXAMPLES = r"""
     delay: 5
 
 - name: Check Flower behind the proxy, under its prefix
-  flowerops.checks.flower_health:
+  flower_health:
     url: https://flower.example.com/flower
     username: admin
     password: "{{ flower_password }}"
@@ -162,7 +162,7 @@ EXAMPLES = r"""
   delegate_to: localhost
 
 - name: Check Flower on its Unix socket, without authentication
-  flowerops.checks.flower_health:
+  flower_health:
     url: http://localhost
     unix_socket: /run/flower/flower.sock
     require_auth: false
@@ -176,8 +176,9 @@ healthy:
   type: bool
   sample: true
 checks:
-  description: Every check that was run, in order. A check that could not run because Flower did not answer is
-    listed as failed with a detail starting with C(not run).
+  description: Every check that applies, in order, each with its outcome. A check that could not run (no Flower
+    answered C(/healthcheck), or the C(api) check failed before C(workers)) is listed with RV(checks[].status)
+    C(skipped).
   returned: always
   type: list
   elements: dict
@@ -186,17 +187,23 @@ checks:
       description: One of C(healthcheck), C(api), C(auth), C(workers), C(events), C(latency), C(tls), C(version).
       type: str
       returned: always
+    status:
+      description: C(ok) when the check passed, C(failed) when it failed, C(skipped) when it could not run.
+      type: str
+      returned: always
+      choices: [ok, failed, skipped]
     ok:
-      description: Whether the check passed.
+      description: Whether the check passed (false for a skipped check).
       type: bool
       returned: always
     detail:
-      description: What was measured, or why the check failed.
+      description: What was measured, or why the check failed; for a skipped check, why it was not run
+        (starting with C(not run)).
       type: str
       returned: always
   sample:
-    - {name: healthcheck, ok: true, detail: "answered OK in 1.2 ms"}
-    - {name: workers, ok: true, detail: "1 of 1 required workers online"}
+    - {name: healthcheck, status: ok, ok: true, detail: "answered OK in 1.2 ms"}
+    - {name: workers, status: ok, ok: true, detail: "1 of 1 required workers online"}
 workers_online:
   description: Number of workers that answered Flower's broker inspection.
   returned: always
@@ -237,306 +244,196 @@ attempts:
   sample: 1
 """
 
-import calendar
-import json
-import socket
-import ssl
 import time
-from email.message import Message
-from email.utils import mktime_tz, parsedate_tz
-from http.client import HTTPException
-from urllib.error import HTTPError, URLError
+from collections.abc import Callable
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.urls import ConnectionError as UrlsConnectionError
-from ansible.module_utils.urls import Request, make_context
+from ansible.module_utils.flower_probe import FetchError, FlowerClient, Reply, tls_days_left
 
 # A worker's inspection timestamp may predate the request's Date header by the header's 1 s resolution, or by
 # an inspection another client started just before: allow this much.
 INSPECT_SLACK = 2.0
 REFUSED_STATUSES = (301, 302, 303, 307, 308, 401, 403)
-MAX_SNIPPET = 120
-
-
-class FetchError(Exception):
-    """A request got no HTTP answer (bad URL, refused, timed out, TLS failure)."""
-
-
-class Reply:
-    def __init__(self, status: int, body: bytes, headers: Message | None, elapsed_ms: float, started: float) -> None:
-        self.status = status
-        self.body = body
-        self.headers = headers
-        self.elapsed_ms = elapsed_ms
-        self.started = started
-
-    def text(self) -> str:
-        return self.body.decode("utf-8", "replace")
-
-    def json(self) -> object:
-        return json.loads(self.text())
-
-    def header(self, name: str) -> str | None:
-        return self.headers.get(name) if self.headers is not None else None
-
-    def server_time(self) -> float:
-        """Flower's clock at the request, from the Date header (1 s resolution), else ours."""
-        parsed = parsedate_tz(self.header("Date") or "")
-        return float(mktime_tz(parsed)) if parsed else self.started
-
-    def describe(self) -> str:
-        if 300 <= self.status < 400:
-            return f"HTTP {self.status} redirect to {self.header('Location') or '?'}"
-        text = " ".join(self.text().split())
-        if self.status == 404:
-            return "HTTP 404 (check the url and Flower's url_prefix)"
-        if not text or text.startswith("<"):  # an HTML error page says nothing useful on one line
-            return f"HTTP {self.status}"
-        return f"HTTP {self.status}: {text[:MAX_SNIPPET]}"
+# A check's status. (One assignment each: ansible-doc warns about tuple assignments in a module.)
+OK = "ok"
+FAILED = "failed"
+SKIPPED = "skipped"
 
 
 class Check:
-    def __init__(self, name: str, ok: bool, detail: str) -> None:
+    def __init__(self, name: str, status: str, detail: str) -> None:
         self.name = name
-        self.ok = ok
+        self.status = status
         self.detail = detail
 
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
     def as_dict(self) -> dict[str, object]:
-        return {"name": self.name, "ok": self.ok, "detail": self.detail}
+        return {"name": self.name, "status": self.status, "ok": self.ok, "detail": self.detail}
 
 
-def describe_error(exc: BaseException, timeout: float) -> str:
-    reason: object = exc.reason if isinstance(exc, URLError) else exc
-    if isinstance(reason, ssl.SSLCertVerificationError):
-        return f"TLS certificate verification failed: {reason.verify_message or reason.reason}"
-    if isinstance(reason, ssl.SSLError):
-        return f"TLS failure: {reason.reason or reason}"
-    if isinstance(reason, (socket.timeout, TimeoutError)):
-        return f"timed out after {timeout:g} s"
-    if isinstance(reason, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(reason, socket.gaierror):
-        return f"cannot resolve the host name: {reason.strerror}"
-    if isinstance(reason, FileNotFoundError):
-        return "no such Unix socket"
-    if isinstance(reason, OSError) and reason.strerror:
-        return reason.strerror
-    return str(reason) or type(reason).__name__
+def verdict(name: str, ok: bool, detail: str) -> Check:
+    return Check(name, OK if ok else FAILED, detail)
 
 
-class FlowerClient:
-    def __init__(self, params: dict) -> None:
-        self.base = params["url"].rstrip("/")
-        self.timeout = params["timeout"]
-        self.has_credentials = params["username"] is not None
-        common = dict(
-            timeout=self.timeout,
-            # One context for every request: building it loads the CA bundle (~30 ms), which would skew latency.
-            context=make_context(cafile=params["ca_path"], validate_certs=params["validate_certs"]),
-            unix_socket=params["unix_socket"],
-            follow_redirects="none",
-            use_netrc=False,
-            http_agent="flowerops-flower_health",
-            headers={"Accept": "application/json"},
-        )
-        self.authenticated = Request(
-            url_username=params["username"],
-            url_password=params["password"],
-            force_basic_auth=self.has_credentials,
-            **common,
-        )
-        self.anonymous = Request(**common)
-
-    def get(self, path: str, authenticated: bool = True) -> Reply:
-        url = self.base + path
-        request = self.authenticated if authenticated else self.anonymous
-        started = time.time()
-        clock = time.monotonic()
-        try:
-            try:
-                response = request.open("GET", url)
-                status, headers, body = response.getcode(), response.headers, response.read()
-            except HTTPError as exc:
-                status, headers, body = exc.code, exc.headers, _read_error_body(exc)
-        except (URLError, OSError, HTTPException, ValueError, UrlsConnectionError) as exc:
-            raise FetchError(f"GET {url}: {describe_error(exc, self.timeout)}") from exc
-        return Reply(status, body, headers, (time.monotonic() - clock) * 1000.0, started)
+def skipped(name: str, why: str) -> Check:
+    return Check(name, SKIPPED, f"not run: {why}")
 
 
-def _read_error_body(exc: HTTPError) -> bytes:
+# --- what Flower says about its workers ---
+
+
+class Inspection(NamedTuple):
+    """One /api/workers?refresh=1: Flower inspects the workers through the broker before it answers."""
+
+    known: list[str]  # every worker Flower lists, from this inspection or its cache
+    online: list[str]  # those whose inspection timestamp is no older than this request
+
+
+class Events(NamedTuple):
+    """Flower's event-based view of the workers (the UI's /workers?json=1); reply is None when none came."""
+
+    reply: Reply | None
+    rows: list[dict]
+    error: str
+
+
+def inspect_workers(client: FlowerClient) -> tuple[Inspection | None, str]:
+    """The inspection, or None and why there is none."""
     try:
-        return exc.read() or b""
-    except (OSError, HTTPException, ValueError, AttributeError):
-        return b""
-
-
-# --- TLS certificate expiry, from the DER certificate (works without verification) ---
-
-
-def _der_items(data: bytes, start: int, end: int) -> list[tuple[int, int, int]]:
-    """(tag, content start, content end) of each DER element between start and end."""
-    items = []
-    pos = start
-    while pos < end:
-        tag, length = data[pos], data[pos + 1]
-        pos += 2
-        if length & 0x80:
-            size = length & 0x7F
-            length = int.from_bytes(data[pos : pos + size], "big")
-            pos += size
-        items.append((tag, pos, pos + length))
-        pos += length
-    return items
-
-
-def cert_not_after(der: bytes) -> float:
-    """Epoch seconds of an X.509 certificate's notAfter."""
-    certificate = _der_items(der, 0, len(der))[0]
-    tbs = _der_items(der, certificate[1], certificate[2])[0]
-    fields = _der_items(der, tbs[1], tbs[2])
-    if fields[0][0] == 0xA0:  # explicit version tag
-        fields = fields[1:]
-    validity = fields[3]  # after serial, signature algorithm, issuer
-    tag, start, end = _der_items(der, validity[1], validity[2])[1]
-    text = der[start:end].decode("ascii").rstrip("Z")
-    if tag == 0x17:  # UTCTime: two-digit year, 50-99 meaning 19xx (RFC 5280)
-        year = int(text[:2])
-        text = str(1900 + year if year >= 50 else 2000 + year) + text[2:]
-    return float(calendar.timegm(time.strptime(text[:14], "%Y%m%d%H%M%S")))
-
-
-def tls_days_left(params: dict) -> int:
-    """Whole days until the server certificate expires; raises FetchError when it cannot be read."""
-    parts = urlsplit(params["url"])
-    host, port = parts.hostname or "", parts.port or 443
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE  # expiry is read even from an untrusted certificate
+        reply = client.get("/api/workers?refresh=1")
+    except FetchError as exc:
+        return None, str(exc)
+    if reply.status == 401:
+        why = "wrong username or password" if client.has_credentials else "set username and password"
+        return None, f"/api/workers answered HTTP 401: {why}"
+    if reply.status != 200:
+        return None, f"/api/workers answered {reply.describe()}"
     try:
-        if params["unix_socket"]:
-            raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            raw.settimeout(params["timeout"])
-        else:
-            raw = socket.create_connection((host, port), timeout=params["timeout"])
-        with raw:
-            if params["unix_socket"]:
-                raw.connect(params["unix_socket"])
-            with context.wrap_socket(raw, server_hostname=host) as tls:
-                der = tls.getpeercert(binary_form=True)
-    except (OSError, ValueError) as exc:
-        raise FetchError(f"TLS handshake with {host}:{port}: {describe_error(exc, params['timeout'])}") from exc
-    if not der:
-        raise FetchError(f"{host}:{port} sent no certificate")
+        data = reply.json()
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        return None, f"/api/workers did not answer a JSON object: {reply.describe()}"
+    fresh_after = reply.server_time() - INSPECT_SLACK
+    online = [str(name) for name, info in data.items() if _inspected_since(info, fresh_after)]
+    return Inspection([str(name) for name in data], online), ""
+
+
+def _inspected_since(info: object, fresh_after: float) -> bool:
+    stamp = info.get("timestamp") if isinstance(info, dict) else None
+    return isinstance(stamp, (int, float)) and stamp >= fresh_after
+
+
+def fetch_events(client: FlowerClient) -> Events:
     try:
-        not_after = cert_not_after(der)
-    except (IndexError, ValueError) as exc:
-        raise FetchError(f"cannot read the certificate's expiry date: {exc}") from exc
-    return int((not_after - time.time()) // 86400)
+        reply = client.get("/workers?json=1")
+    except FetchError as exc:
+        return Events(None, [], str(exc))
+    if reply.status != 200:
+        return Events(reply, [], f"/workers?json=1 answered {reply.describe()}")
+    try:
+        data = reply.json()
+    except ValueError:
+        data = None
+    rows = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(rows, list):
+        return Events(reply, [], f"/workers?json=1 did not answer Flower's worker list: {reply.describe()}")
+    return Events(reply, [row for row in rows if isinstance(row, dict) and row.get("hostname")], "")
+
+
+def merge_workers(events: Events | None, inspections: list[Inspection]) -> dict[str, dict[str, object]]:
+    """Every worker Flower knows: counters from its events, online when any inspection of the attempt saw it."""
+    workers: dict[str, dict[str, object]] = {}
+    for row in events.rows if events is not None else []:
+        workers[str(row["hostname"])] = {
+            "online": False,
+            "active": _as_int(row.get("active")),
+            "processed": _as_int(row.get("processed")),
+        }
+    for inspection in inspections:
+        for name in inspection.known:
+            workers.setdefault(name, {"online": False, "active": 0, "processed": 0})
+        for name in inspection.online:
+            workers[name]["online"] = True
+    return workers
+
+
+def count_online(workers: dict[str, dict[str, object]]) -> int:
+    return sum(1 for worker in workers.values() if worker["online"])
+
+
+def sw_versions(events: Events) -> dict[str, str]:
+    return {str(row["hostname"]): str(row["sw_ver"]) for row in events.rows if row.get("sw_ver")}
 
 
 # --- the checks ---
 
 
 class Attempt:
-    """One run of every check, and the values it measured."""
+    """One run of the checks in PLAN, and what Flower answered to them."""
 
     def __init__(self, client: FlowerClient, params: dict) -> None:
         self.client = client
         self.params = params
         self.checks: list[Check] = []
-        self.workers: dict[str, dict[str, object]] = {}
+        self.reachable = False  # some Flower answered /healthcheck: the checks that need one can run
         self.latency_ms: float | None = None
+        self.inspections: list[Inspection] = []
+        self.events: Events | None = None  # see worker_events()
         self.tls_days_left: int | None = None
-        self.sw_versions: dict[str, str] = {}
 
     @property
     def healthy(self) -> bool:
         return all(check.ok for check in self.checks)
 
     @property
-    def workers_online(self) -> int:
-        return sum(1 for worker in self.workers.values() if worker["online"])
-
-    def add(self, name: str, ok: bool, detail: str) -> None:
-        self.checks.append(Check(name, ok, detail))
+    def workers(self) -> dict[str, dict[str, object]]:
+        """The workers as far as this attempt saw them; never fetches anything itself."""
+        return merge_workers(self.events, self.inspections)
 
     def run(self) -> Attempt:
-        params = self.params
-        reachable = self.check_healthcheck()
-        if reachable:
-            api = self.check_api()
-            if params["require_auth"]:
-                self.check_auth()
-            events = self.fetch_events()
-            self.check_workers(api)
-            if params["max_event_age"] > 0:
-                self.check_events(events)
-            if params["max_latency_ms"] is not None:
-                self.check_latency()
-        else:
-            for name in self.planned_after_healthcheck():
-                self.add(name, False, "not run: no Flower answered /healthcheck")
-        if urlsplit(params["url"]).scheme == "https":
-            self.check_tls()
-        if params["expect_version"]:
-            if reachable:
-                self.check_version()
+        for step in PLAN:
+            if not step.applies(self.params):
+                continue
+            if step.needs_flower and not self.reachable:
+                check: Check | None = skipped(step.name, "no Flower answered /healthcheck")
             else:
-                self.add("version", False, "not run: no Flower answered /healthcheck")
+                check = step.check(self)
+            if check is not None:
+                self.checks.append(check)
         return self
 
-    def planned_after_healthcheck(self) -> list[str]:
-        params = self.params
-        names = ["api"]
-        names += ["auth"] if params["require_auth"] else []
-        names += ["workers"]
-        names += ["events"] if params["max_event_age"] > 0 else []
-        names += ["latency"] if params["max_latency_ms"] is not None else []
-        return names
+    def worker_events(self) -> Events:
+        """Fetched once per attempt, by the first check that reads it (workers, which always runs with Flower)."""
+        if self.events is None:
+            self.events = fetch_events(self.client)
+        return self.events
 
-    def check_healthcheck(self) -> bool:
+    def check_healthcheck(self) -> Check:
         try:
             reply = self.client.get("/healthcheck", authenticated=False)
         except FetchError as exc:
-            self.add("healthcheck", False, str(exc))
-            return False
+            return verdict("healthcheck", False, str(exc))
         self.latency_ms = round(reply.elapsed_ms, 1)
-        if reply.status == 200 and reply.text().strip() == "OK":
-            self.add("healthcheck", True, f"answered OK in {self.latency_ms} ms")
-            return True
-        self.add("healthcheck", False, f"/healthcheck answered {reply.describe()}")
         # A 404 means no Flower under this URL: every other route would say the same.
-        return reply.status != 404
+        self.reachable = reply.status != 404
+        if reply.status == 200 and reply.text().strip() == "OK":
+            return verdict("healthcheck", True, f"answered OK in {self.latency_ms} ms")
+        return verdict("healthcheck", False, f"/healthcheck answered {reply.describe()}")
 
-    def refresh_workers(self) -> tuple[Reply | None, dict, str]:
-        """/api/workers?refresh=1: Flower inspects the workers through the broker before it answers."""
-        try:
-            reply = self.client.get("/api/workers?refresh=1")
-        except FetchError as exc:
-            return None, {}, str(exc)
-        if reply.status == 401:
-            why = "wrong username or password" if self.client.has_credentials else "set username and password"
-            return None, {}, f"/api/workers answered HTTP 401: {why}"
-        if reply.status != 200:
-            return None, {}, f"/api/workers answered {reply.describe()}"
-        try:
-            data = reply.json()
-        except ValueError:
-            data = None
-        if not isinstance(data, dict):
-            return None, {}, f"/api/workers did not answer a JSON object: {reply.describe()}"
-        return reply, data, ""
+    def check_api(self) -> Check:
+        inspection, error = inspect_workers(self.client)
+        if inspection is None:
+            return verdict("api", False, error)
+        self.inspections.append(inspection)
+        return verdict("api", True, f"/api/workers answered with {len(inspection.known)} known workers")
 
-    def check_api(self) -> tuple[Reply, dict] | None:
-        reply, data, error = self.refresh_workers()
-        if reply is None:
-            self.add("api", False, error)
-            return None
-        self.add("api", True, f"/api/workers answered with {len(data)} known workers")
-        return reply, data
-
-    def check_auth(self) -> None:
+    def check_auth(self) -> Check:
         problems = []
         for path in ("/api/workers", "/workers?json=1"):
             try:
@@ -551,68 +448,32 @@ class Attempt:
             elif reply.status not in REFUSED_STATUSES:
                 problems.append(f"{path} answered {reply.describe()} without credentials (expected 401)")
         if problems:
-            self.add("auth", False, "; ".join(problems))
-        else:
-            self.add("auth", True, "requests without credentials are refused")
+            return verdict("auth", False, "; ".join(problems))
+        return verdict("auth", True, "requests without credentials are refused")
 
-    def fetch_events(self) -> tuple[Reply | None, list[dict], str]:
-        """Flower's event-based view of the workers (the UI's /workers?json=1)."""
-        try:
-            reply = self.client.get("/workers?json=1")
-        except FetchError as exc:
-            return None, [], str(exc)
-        if reply.status != 200:
-            return reply, [], f"/workers?json=1 answered {reply.describe()}"
-        try:
-            data = reply.json()
-        except ValueError:
-            data = None
-        rows = data.get("data") if isinstance(data, dict) else None
-        if not isinstance(rows, list):
-            return reply, [], f"/workers?json=1 did not answer Flower's worker list: {reply.describe()}"
-        rows = [row for row in rows if isinstance(row, dict) and row.get("hostname")]
-        for row in rows:
-            self.workers[str(row["hostname"])] = {
-                "online": False,
-                "active": _as_int(row.get("active")),
-                "processed": _as_int(row.get("processed")),
-            }
-            if row.get("sw_ver"):
-                self.sw_versions[str(row["hostname"])] = str(row["sw_ver"])
-        return reply, rows, ""
-
-    def check_workers(self, api: tuple[Reply, dict] | None) -> None:
-        if api is None:
-            self.add("workers", False, "not run: the API check failed")
-            return
-        self.mark_online(*api)
+    def check_workers(self) -> Check:
+        events = self.worker_events()  # also for the returned workers when this check cannot run
+        if not self.inspections:
+            return skipped("workers", "the API check failed")
         required = self.params["min_workers"]
-        if self.workers_online < required:
+        if count_online(merge_workers(events, self.inspections)) < required:
             # A refresh joins the inspection already under way, if any (Flower starts one when it starts, and
             # for other clients), which may have begun before a worker could answer: ask once more.
-            reply, data, _error = self.refresh_workers()
-            if reply is not None:
-                self.mark_online(reply, data)
-        online = self.workers_online
+            inspection, _error = inspect_workers(self.client)
+            if inspection is not None:
+                self.inspections.append(inspection)
+        workers = merge_workers(events, self.inspections)
+        online = count_online(workers)
         detail = f"{online} of {required} required workers online"
-        stale = sorted(name for name, worker in self.workers.items() if not worker["online"])
+        stale = sorted(name for name, worker in workers.items() if not worker["online"])
         if stale:
             detail += " (did not answer the broker inspection: " + ", ".join(stale) + ")"
-        self.add("workers", online >= required, detail)
+        return verdict("workers", online >= required, detail)
 
-    def mark_online(self, reply: Reply, data: dict) -> None:
-        fresh_after = reply.server_time() - INSPECT_SLACK
-        for name, info in data.items():
-            stamp = info.get("timestamp") if isinstance(info, dict) else None
-            online = isinstance(stamp, (int, float)) and stamp >= fresh_after
-            worker = self.workers.setdefault(str(name), {"online": False, "active": 0, "processed": 0})
-            worker["online"] = bool(worker["online"]) or online
-
-    def check_events(self, events: tuple[Reply | None, list[dict], str]) -> None:
-        reply, rows, error = events
+    def check_events(self) -> Check:
+        reply, rows, error = self.worker_events()
         if reply is None or error:
-            self.add("events", False, error)
-            return
+            return verdict("events", False, error)
         beats = [
             beat
             for row in rows
@@ -622,46 +483,68 @@ class Attempt:
         limit = self.params["max_event_age"]
         if not beats:
             if self.params["min_workers"] == 0:
-                self.add("events", True, "no worker has sent a heartbeat, and none is required")
-            else:
-                self.add("events", False, "Flower has received no worker heartbeat")
-            return
+                return verdict("events", True, "no worker has sent a heartbeat, and none is required")
+            return verdict("events", False, "Flower has received no worker heartbeat")
         age = max(0.0, reply.server_time() - max(beats))
-        detail = f"newest worker heartbeat is {age:.0f} s old (max {limit} s)"
-        self.add("events", age <= limit, detail)
+        return verdict("events", age <= limit, f"newest worker heartbeat is {age:.0f} s old (max {limit} s)")
 
-    def check_latency(self) -> None:
+    def check_latency(self) -> Check:
         limit = self.params["max_latency_ms"]
         latency = self.latency_ms if self.latency_ms is not None else float("inf")
-        self.add("latency", latency <= limit, f"/healthcheck took {self.latency_ms} ms (max {limit} ms)")
+        return verdict("latency", latency <= limit, f"/healthcheck took {self.latency_ms} ms (max {limit} ms)")
 
-    def check_tls(self) -> None:
-        minimum = self.params["cert_min_days"]
+    def check_tls(self) -> Check | None:
+        """Measures tls_days_left for every https URL; judges it only with cert_min_days above 0."""
+        params = self.params
+        minimum = params["cert_min_days"]
         try:
-            self.tls_days_left = tls_days_left(self.params)
+            self.tls_days_left = tls_days_left(params["url"], params["timeout"], params["unix_socket"])
         except FetchError as exc:
-            if minimum > 0:
-                self.add("tls", False, str(exc))
-            return
-        if minimum > 0:
-            detail = f"certificate expires in {self.tls_days_left} days (min {minimum})"
-            self.add("tls", self.tls_days_left >= minimum, detail)
+            return verdict("tls", False, str(exc)) if minimum > 0 else None
+        if minimum == 0:
+            return None
+        detail = f"certificate expires in {self.tls_days_left} days (min {minimum})"
+        return verdict("tls", self.tls_days_left >= minimum, detail)
 
-    def check_version(self) -> None:
+    def check_version(self) -> Check:
         expected = self.params["expect_version"]
+        versions = sw_versions(self.worker_events())
         online = [name for name, worker in sorted(self.workers.items()) if worker["online"]]
         if not online:
-            self.add("version", False, f"no online worker to compare with {expected}")
-            return
+            return verdict("version", False, f"no online worker to compare with {expected}")
         wrong = [
-            f"{name} runs {self.sw_versions.get(name, 'an unknown version')}"
+            f"{name} runs {versions.get(name, 'an unknown version')}"
             for name in online
-            if not version_matches(self.sw_versions.get(name, ""), expected)
+            if not version_matches(versions.get(name, ""), expected)
         ]
         if wrong:
-            self.add("version", False, f"expected Celery {expected}: " + ", ".join(wrong))
-        else:
-            self.add("version", True, f"{len(online)} online workers run Celery {expected}")
+            return verdict("version", False, f"expected Celery {expected}: " + ", ".join(wrong))
+        return verdict("version", True, f"{len(online)} online workers run Celery {expected}")
+
+
+class Step(NamedTuple):
+    name: str
+    applies: Callable[[dict], bool]  # to these module parameters
+    needs_flower: bool  # skipped unless a Flower answered /healthcheck
+    check: Callable[[Attempt], Check | None]  # None: nothing to judge, only measured
+
+
+def _always(params: dict) -> bool:
+    return True
+
+
+# The one list of checks, in the order they run; Attempt.run() runs or skips each from it. tls needs no Flower:
+# it reads the certificate from the TLS handshake alone.
+PLAN = (
+    Step("healthcheck", _always, False, Attempt.check_healthcheck),
+    Step("api", _always, True, Attempt.check_api),
+    Step("auth", lambda params: params["require_auth"], True, Attempt.check_auth),
+    Step("workers", _always, True, Attempt.check_workers),
+    Step("events", lambda params: params["max_event_age"] > 0, True, Attempt.check_events),
+    Step("latency", lambda params: params["max_latency_ms"] is not None, True, Attempt.check_latency),
+    Step("tls", lambda params: urlsplit(params["url"]).scheme == "https", False, Attempt.check_tls),
+    Step("version", lambda params: bool(params["expect_version"]), True, Attempt.check_version),
+)
 
 
 def version_matches(actual: str, expected: str) -> bool:
@@ -678,15 +561,14 @@ def _as_int(value: object) -> int:
 
 
 def failure_message(attempt: Attempt, attempts: int) -> str:
-    failed = [check for check in attempt.checks if not check.ok]
-    ran = [f"{check.name}: {check.detail}" for check in failed if not check.detail.startswith("not run")]
-    skipped = [check.name for check in failed if check.detail.startswith("not run")]
+    failed = [f"{check.name}: {check.detail}" for check in attempt.checks if check.status == FAILED]
+    not_run = [check.name for check in attempt.checks if check.status == SKIPPED]
     msg = "Flower is unhealthy"
     if attempts > 1:
         msg += f" after {attempts} attempts"
-    msg += ": " + "; ".join(ran)
-    if skipped:
-        msg += f" (not run: {', '.join(skipped)})"
+    msg += ": " + "; ".join(failed)
+    if not_run:
+        msg += f" (not run: {', '.join(not_run)})"
     return msg
 
 
@@ -706,6 +588,19 @@ def validate(module: AnsibleModule) -> None:
             module.fail_json(msg=f"{name} must not be negative")
     if params["timeout"] <= 0:
         module.fail_json(msg="timeout must be greater than 0")
+
+
+def make_client(params: dict) -> FlowerClient:
+    return FlowerClient(
+        params["url"],
+        username=params["username"],
+        password=params["password"],
+        timeout=params["timeout"],
+        ca_path=params["ca_path"],
+        validate_certs=params["validate_certs"],
+        unix_socket=params["unix_socket"],
+        agent="flowerops-flower_health",
+    )
 
 
 def main() -> None:
@@ -731,7 +626,7 @@ def main() -> None:
         supports_check_mode=True,
     )
     validate(module)
-    client = FlowerClient(module.params)
+    client = make_client(module.params)
     attempts = 0
     while True:
         attempts += 1
@@ -739,12 +634,13 @@ def main() -> None:
         if attempt.healthy or attempts > module.params["retries"]:
             break
         time.sleep(module.params["delay"])
+    workers = attempt.workers
     result = dict(
         changed=False,
         healthy=attempt.healthy,
         checks=[check.as_dict() for check in attempt.checks],
-        workers_online=attempt.workers_online,
-        workers=attempt.workers,
+        workers_online=count_online(workers),
+        workers=workers,
         latency_ms=attempt.latency_ms,
         tls_days_left=attempt.tls_days_left,
         attempts=attempts,

@@ -4,7 +4,8 @@
 # ansible-test only validates a collection's plugins/modules/ from inside
 # ansible_collections/<ns>/<name>/ of a git work tree with the files committed,
 # so library/*.py is staged into a throwaway collection (flowerops.checks) with
-# its own git repository. The repository's own history is never touched.
+# its own git repository, and module_utils/*.py into its plugins/module_utils/.
+# The repository's own history is never touched.
 #
 # ansible-test bootstraps pip in each of its venvs from a get-pip script it
 # downloads from a host this machine cannot reach; it first looks in its cache,
@@ -23,6 +24,7 @@ command -v git >/dev/null || { echo "sanity.sh: git is needed" >&2; exit 2; }
 
 shopt -s nullglob
 modules=("$repo"/library/*.py)
+module_utils=("$repo"/module_utils/*.py)
 shopt -u nullglob
 if [ ${#modules[@]} -eq 0 ]; then
     echo "sanity.sh: no modules in $repo/library" >&2
@@ -75,8 +77,21 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 collection="$work/ansible_collections/flowerops/checks"
-mkdir -p "$collection/plugins/modules" "$collection/meta"
+mkdir -p "$collection/plugins/modules" "$collection/plugins/module_utils" "$collection/meta"
 cp "${modules[@]}" "$collection/plugins/modules/"
+if [ ${#module_utils[@]} -gt 0 ]; then
+    cp "${module_utils[@]}" "$collection/plugins/module_utils/"
+    # The project's modules import shared code as ansible.module_utils.<name>,
+    # which Ansible resolves through ansible.cfg's module_utils = module_utils.
+    # ansible-test only validates the collection layout, where that code lives
+    # at ansible_collections.flowerops.checks.plugins.module_utils.<name>:
+    # rewrite those imports in the staged copies only.
+    for util in "${module_utils[@]}"; do
+        name=$(basename "$util" .py)
+        sed -i "s/\bansible\.module_utils\.$name\b/ansible_collections.flowerops.checks.plugins.module_utils.$name/g" \
+            "$collection"/plugins/modules/*.py "$collection"/plugins/module_utils/*.py
+    done
+fi
 cat >"$collection/galaxy.yml" <<'EOF'
 namespace: flowerops
 name: checks
@@ -97,7 +112,7 @@ git -C "$collection" -c user.name=sanity -c user.email=sanity@localhost -c commi
     commit -q -m "stage modules for ansible-test sanity"
 
 cd "$collection"
-echo "sanity.sh: ansible-test sanity --python $python_version on ${#modules[@]} module(s)"
+echo "sanity.sh: ansible-test sanity --python $python_version on ${#modules[@]} module(s), ${#module_utils[@]} module_utils file(s)"
 ansible-test sanity --python "$python_version" --color no "$@"
 
 # Modules run on the targets' Python (3.8 and later for ansible-core 2.19), so

@@ -23,6 +23,11 @@ from flower_stack import (
 from flower_stack import (
     run_module as run_module_in,
 )
+from module_runner import add_project_module_utils
+
+# Before any test module is imported: test_flower_probe.py imports ansible.module_utils.flower_probe as the
+# module does.
+add_project_module_utils()
 
 
 @pytest.fixture

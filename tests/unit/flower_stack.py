@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -27,8 +28,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from fakeflower import Behaviour, FakeFlowerServer
 
-MODULE = Path(__file__).resolve().parents[2] / "library" / "flower_health.py"
+PROJECT = Path(__file__).resolve().parents[2]
+MODULE = PROJECT / "library" / "flower_health.py"
+MODULE_UTILS = PROJECT / "module_utils"
+RUNNER = Path(__file__).resolve().parent / "module_runner.py"
 VENV_BIN = Path(sys.executable).parent
 FLOWER_USER, FLOWER_PASSWORD = "admin", "s3cret-Pw"
 STARTUP_TIMEOUT = 40.0
@@ -69,12 +74,13 @@ def module_env() -> dict[str, str]:
 
 
 def run_module(directory: Path, args: dict[str, object]) -> ModuleRun:
-    """Run library/flower_health.py the way Ansible does: a child Python reading ANSIBLE_MODULE_ARGS from a file."""
+    """Run library/flower_health.py the way Ansible does: a child Python reading ANSIBLE_MODULE_ARGS from a file,
+    importing the project's module_utils/ as ansible.module_utils (see module_runner.py)."""
     args_file = directory / f"args-{time.monotonic_ns()}.json"
     args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
     started = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, str(MODULE), str(args_file)],
+        [sys.executable, str(RUNNER), str(MODULE), str(args_file)],
         capture_output=True,
         text=True,
         timeout=90,
@@ -125,6 +131,13 @@ def make_self_signed(directory: Path, name: str, days: float, names: tuple[str, 
     )
     paths.key.write_bytes(key_pem)
     return paths
+
+
+def tls_server(cert: Cert, behaviour: Behaviour | None = None) -> FakeFlowerServer:
+    """A fake Flower over TLS with this certificate."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(cert.cert), str(cert.key))
+    return FakeFlowerServer(behaviour or Behaviour(), tls=context)
 
 
 # --- real Redis + Celery worker + Flower -----------------------------------------------------------------------

@@ -4,8 +4,11 @@ small stdlib servers (tests/unit/fakeflower.py) for failures that a real Flower 
 from __future__ import annotations
 
 import ast
+import json
 import re
 import ssl
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +20,9 @@ from flower_stack import (
     FLOWER_PASSWORD,
     FLOWER_USER,
     MODULE,
+    MODULE_UTILS,
+    PROJECT,
+    VENV_BIN,
     Cert,
     ModuleRun,
     RealFlower,
@@ -24,7 +30,9 @@ from flower_stack import (
     fetch_json,
     flower_sees_live_worker,
     free_port,
+    module_env,
     redis_answers,
+    tls_server,
     wait_for,
 )
 
@@ -33,7 +41,12 @@ ALL_REAL_CHECKS = ["healthcheck", "api", "auth", "workers", "events", "latency",
 
 
 def failed_names(run: ModuleRun) -> list[str]:
+    """Every check that did not pass: failed or skipped."""
     return [check["name"] for check in run.result["checks"] if not check["ok"]]
+
+
+def statuses(run: ModuleRun) -> dict[str, str]:
+    return {check["name"]: check["status"] for check in run.result["checks"]}
 
 
 def assert_healthy(run: ModuleRun) -> None:
@@ -41,6 +54,7 @@ def assert_healthy(run: ModuleRun) -> None:
     assert run.result["healthy"] is True
     assert run.result["changed"] is False
     assert all(check["ok"] for check in run.result["checks"]), run.result["checks"]
+    assert set(statuses(run).values()) == {"ok"}
 
 
 def assert_unhealthy(run: ModuleRun, *names: str) -> None:
@@ -129,7 +143,10 @@ def test_url_without_the_prefix_is_404(real_flower: RealFlower, run_module: Run)
 
     assert_unhealthy(run, "healthcheck", "api", "auth", "workers", "events")
     assert "url_prefix" in run.checks["healthcheck"]["detail"]
-    assert run.checks["api"]["detail"].startswith("not run")
+    assert statuses(run) == {
+        "healthcheck": "failed", "api": "skipped", "auth": "skipped", "workers": "skipped", "events": "skipped",
+        "tls": "ok",
+    }  # fmt: skip
 
 
 def test_untrusted_certificate_is_a_clear_error(real_flower: RealFlower, run_module: Run) -> None:
@@ -253,7 +270,12 @@ def test_http_500_from_the_api(run_module: Run) -> None:
 
     assert_unhealthy(run, "api", "workers")
     assert run.checks["api"]["detail"] == "/api/workers answered HTTP 500"
-    assert run.checks["workers"]["detail"].startswith("not run")
+    assert run.checks["workers"] == {
+        "name": "workers", "status": "skipped", "ok": False, "detail": "not run: the API check failed"
+    }  # fmt: skip
+    assert statuses(run)["events"] == "ok"  # needs no API
+    assert run.result["msg"] == "Flower is unhealthy: api: /api/workers answered HTTP 500 (not run: workers)"
+    assert run.result["workers"] == {"celery@fake": {"online": False, "active": 0, "processed": 7}}
 
 
 def test_slow_flower_fails_latency(run_module: Run) -> None:
@@ -297,6 +319,11 @@ def test_connection_refused(run_module: Run) -> None:
     run = run_module(url=f"http://127.0.0.1:{port}", username="admin", password="x", max_latency_ms=5)
 
     assert_unhealthy(run, "healthcheck", "api", "auth", "workers", "events", "latency")
+    assert statuses(run) == {
+        "healthcheck": "failed", "api": "skipped", "auth": "skipped", "workers": "skipped", "events": "skipped",
+        "latency": "skipped",
+    }  # fmt: skip
+    assert all(check["detail"] == "not run: no Flower answered /healthcheck" for check in run.result["checks"][1:])
     assert run.result["msg"] == (
         f"Flower is unhealthy: healthcheck: GET http://127.0.0.1:{port}/healthcheck: connection refused"
         " (not run: api, auth, workers, events, latency)"
@@ -334,12 +361,6 @@ def test_password_without_username_is_refused(run_module: Run) -> None:
 
 
 # --- TLS -----------------------------------------------------------------------------------------------------------
-
-
-def tls_server(cert: Cert, behaviour: Behaviour | None = None) -> FakeFlowerServer:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(str(cert.cert), str(cert.key))
-    return FakeFlowerServer(behaviour or Behaviour(), tls=context)
 
 
 def test_certificate_close_to_expiry(make_cert: Callable[..., Cert], run_module: Run) -> None:
@@ -399,21 +420,45 @@ def test_plain_http_to_a_tls_port(make_cert: Callable[..., Cert], run_module: Ru
 # --- the module's own constraints ------------------------------------------------------------------------------
 
 
-def test_module_parses_as_python_3_8() -> None:
-    # ansible-core 2.19 runs modules on Python 3.8 and later; scripts/sanity.sh compiles it with each found.
-    ast.parse(MODULE.read_text(), feature_version=(3, 8))
+def test_ansible_runs_the_module_with_its_module_utils() -> None:
+    # The other tests run the module through module_runner.py; here Ansible itself builds the module's payload,
+    # finding library/ and module_utils/ through the project's ansible.cfg alone.
+    env = {key: value for key, value in module_env().items() if not key.startswith("ANSIBLE_")}
+    env.update(ANSIBLE_CONFIG=str(PROJECT / "ansible.cfg"), ANSIBLE_CALLBACK_RESULT_FORMAT="json")
+    with FakeFlowerServer(Behaviour()) as server:
+        proc = subprocess.run(
+            [str(VENV_BIN / "ansible"), "localhost", "-i", "localhost,", "-c", "local",
+             "-e", f"ansible_python_interpreter={sys.executable}",
+             "-m", "flower_health", "-a", json.dumps(fake_args(server))],
+            cwd=PROJECT, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "localhost | SUCCESS => " in proc.stdout, proc.stdout
+    result = json.loads(proc.stdout.split(" => ", 1)[1])
+    assert result["healthy"] is True
+    assert [check["status"] for check in result["checks"]] == ["ok"] * 5
 
 
-def test_module_imports_only_stdlib_and_module_utils() -> None:
-    allowed = {"__future__", "calendar", "email", "http", "json", "socket", "ssl", "time", "urllib", "ansible"}
-    tree = ast.parse(MODULE.read_text())
+CODE_FOR_TARGETS = [MODULE, *sorted(MODULE_UTILS.glob("*.py"))]
+
+
+@pytest.mark.parametrize("path", CODE_FOR_TARGETS, ids=lambda path: path.name)
+def test_parses_as_python_3_8(path: Path) -> None:
+    # ansible-core 2.19 runs modules on Python 3.8 and later; scripts/sanity.sh compiles them with each found.
+    ast.parse(path.read_text(), feature_version=(3, 8))
+
+
+@pytest.mark.parametrize("path", CODE_FOR_TARGETS, ids=lambda path: path.name)
+def test_imports_only_stdlib_and_module_utils(path: Path) -> None:
+    tree = ast.parse(path.read_text())
     imported = {
         (node.module if isinstance(node, ast.ImportFrom) else alias.name).split(".")[0]
         for node in ast.walk(tree)
         if isinstance(node, (ast.Import, ast.ImportFrom))
         for alias in node.names
     }
-    assert imported <= allowed, imported - allowed
+    assert imported <= {*sys.stdlib_module_names, "ansible"}, imported - {*sys.stdlib_module_names, "ansible"}
     ansible_imports = {
         node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module.startswith("ansible")
     }

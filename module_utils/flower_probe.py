@@ -1,0 +1,210 @@
+# Copyright: (c) 2026, flowerops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Probing a Flower instance from a module: an HTTP(S) client and the server certificate's days left.
+
+Modules import this as ansible.module_utils.flower_probe (ansible.cfg: module_utils = module_utils), so
+it may use only the standard library and ansible.module_utils, and must parse on the targets' Python 3.8.
+"""
+
+from __future__ import annotations
+
+import calendar
+import json
+import socket
+import ssl
+import time
+from email.message import Message
+from email.utils import mktime_tz, parsedate_tz
+from http.client import HTTPException
+from urllib.error import HTTPError, URLError
+from urllib.parse import urlsplit
+
+from ansible.module_utils.urls import ConnectionError as UrlsConnectionError
+from ansible.module_utils.urls import Request, make_context
+
+MAX_SNIPPET = 120
+
+
+class FetchError(Exception):
+    """A request got no HTTP answer (bad URL, refused, timed out, TLS failure)."""
+
+
+class Reply:
+    def __init__(self, status: int, body: bytes, headers: Message | None, elapsed_ms: float, started: float) -> None:
+        self.status = status
+        self.body = body
+        self.headers = headers
+        self.elapsed_ms = elapsed_ms
+        self.started = started
+
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+    def json(self) -> object:
+        return json.loads(self.text())
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name) if self.headers is not None else None
+
+    def server_time(self) -> float:
+        """Flower's clock at the request, from the Date header (1 s resolution), else ours."""
+        parsed = parsedate_tz(self.header("Date") or "")
+        return float(mktime_tz(parsed)) if parsed else self.started
+
+    def describe(self) -> str:
+        if 300 <= self.status < 400:
+            return f"HTTP {self.status} redirect to {self.header('Location') or '?'}"
+        text = " ".join(self.text().split())
+        if self.status == 404:
+            return "HTTP 404 (check the url and Flower's url_prefix)"
+        if not text or text.startswith("<"):  # an HTML error page says nothing useful on one line
+            return f"HTTP {self.status}"
+        return f"HTTP {self.status}: {text[:MAX_SNIPPET]}"
+
+
+def describe_error(exc: BaseException, timeout: float) -> str:
+    reason: object = exc.reason if isinstance(exc, URLError) else exc
+    if isinstance(reason, ssl.SSLCertVerificationError):
+        return f"TLS certificate verification failed: {reason.verify_message or reason.reason}"
+    if isinstance(reason, ssl.SSLError):
+        return f"TLS failure: {reason.reason or reason}"
+    if isinstance(reason, (socket.timeout, TimeoutError)):
+        return f"timed out after {timeout:g} s"
+    if isinstance(reason, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(reason, socket.gaierror):
+        return f"cannot resolve the host name: {reason.strerror}"
+    if isinstance(reason, FileNotFoundError):
+        return "no such Unix socket"
+    if isinstance(reason, OSError) and reason.strerror:
+        return reason.strerror
+    return str(reason) or type(reason).__name__
+
+
+class FlowerClient:
+    """GET requests below Flower's base URL, with the credentials or without them; redirects are not followed."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        timeout: float = 10.0,
+        ca_path: str | None = None,
+        validate_certs: bool = True,
+        unix_socket: str | None = None,
+        agent: str = "flowerops",
+    ) -> None:
+        self.base = url.rstrip("/")
+        self.timeout = timeout
+        self.has_credentials = username is not None
+        common = dict(
+            timeout=timeout,
+            # One context for every request: building it loads the CA bundle (~30 ms), which would skew latency.
+            context=make_context(cafile=ca_path, validate_certs=validate_certs),
+            unix_socket=unix_socket,
+            follow_redirects="none",
+            use_netrc=False,
+            http_agent=agent,
+            headers={"Accept": "application/json"},
+        )
+        # Flower's API answers 401 without a WWW-Authenticate header, so credentials are sent pre-emptively.
+        self.authenticated = Request(
+            url_username=username,
+            url_password=password,
+            force_basic_auth=self.has_credentials,
+            **common,
+        )
+        self.anonymous = Request(**common)
+
+    def get(self, path: str, authenticated: bool = True) -> Reply:
+        """Any HTTP answer, error statuses included, as a Reply; FetchError when there is none."""
+        url = self.base + path
+        request = self.authenticated if authenticated else self.anonymous
+        started = time.time()
+        clock = time.monotonic()
+        try:
+            try:
+                response = request.open("GET", url)
+                status, headers, body = response.getcode(), response.headers, response.read()
+            except HTTPError as exc:
+                status, headers, body = exc.code, exc.headers, _read_error_body(exc)
+        except (URLError, OSError, HTTPException, ValueError, UrlsConnectionError) as exc:
+            raise FetchError(f"GET {url}: {describe_error(exc, self.timeout)}") from exc
+        return Reply(status, body, headers, (time.monotonic() - clock) * 1000.0, started)
+
+
+def _read_error_body(exc: HTTPError) -> bytes:
+    try:
+        return exc.read() or b""
+    except (OSError, HTTPException, ValueError, AttributeError):
+        return b""
+
+
+# --- TLS certificate expiry, from the DER certificate (works without verification) ---
+
+
+def _der_items(data: bytes, start: int, end: int) -> list[tuple[int, int, int]]:
+    """(tag, content start, content end) of each DER element between start and end."""
+    items = []
+    pos = start
+    while pos < end:
+        tag, length = data[pos], data[pos + 1]
+        pos += 2
+        if length & 0x80:
+            size = length & 0x7F
+            length = int.from_bytes(data[pos : pos + size], "big")
+            pos += size
+        items.append((tag, pos, pos + length))
+        pos += length
+    return items
+
+
+def cert_not_after(der: bytes) -> float:
+    """Epoch seconds of an X.509 certificate's notAfter."""
+    certificate = _der_items(der, 0, len(der))[0]
+    tbs = _der_items(der, certificate[1], certificate[2])[0]
+    fields = _der_items(der, tbs[1], tbs[2])
+    if fields[0][0] == 0xA0:  # explicit version tag
+        fields = fields[1:]
+    validity = fields[3]  # after serial, signature algorithm, issuer
+    tag, start, end = _der_items(der, validity[1], validity[2])[1]
+    text = der[start:end].decode("ascii").rstrip("Z")
+    if tag == 0x17:  # UTCTime: two-digit year, 50-99 meaning 19xx (RFC 5280)
+        year = int(text[:2])
+        text = str(1900 + year if year >= 50 else 2000 + year) + text[2:]
+    return float(calendar.timegm(time.strptime(text[:14], "%Y%m%d%H%M%S")))
+
+
+def tls_days_left(url: str, timeout: float, unix_socket: str | None = None) -> int:
+    """Whole days until the certificate of the server at url (or on unix_socket) expires; negative once expired.
+
+    Raises FetchError when the certificate cannot be read.
+    """
+    parts = urlsplit(url)
+    host, port = parts.hostname or "", parts.port or 443
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # expiry is read even from an untrusted certificate
+    try:
+        if unix_socket:
+            raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            raw.settimeout(timeout)
+        else:
+            raw = socket.create_connection((host, port), timeout=timeout)
+        with raw:
+            if unix_socket:
+                raw.connect(unix_socket)
+            with context.wrap_socket(raw, server_hostname=host) as tls:
+                der = tls.getpeercert(binary_form=True)
+    except (OSError, ValueError) as exc:
+        raise FetchError(f"TLS handshake with {host}:{port}: {describe_error(exc, timeout)}") from exc
+    if not der:
+        raise FetchError(f"{host}:{port} sent no certificate")
+    try:
+        not_after = cert_not_after(der)
+    except (IndexError, ValueError) as exc:
+        raise FetchError(f"cannot read the certificate's expiry date: {exc}") from exc
+    return int((not_after - time.time()) // 86400)
