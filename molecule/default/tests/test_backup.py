@@ -1,0 +1,186 @@
+"""Backups of Flower's database: a backup holds the tasks Flower showed, a
+restore brings them back, a damaged archive is refused without touching the
+host, retention and the free-space guard work, and the timer is armed.
+
+Playbooks run from the controller against the target, as in test_ansible_runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import GROUP_VARS, GROUPS, PROJECT_DIR, fetch_json, role_defaults, wait_for, wait_until_healthy
+
+BACKUP = role_defaults("flower_backup")
+DIR = BACKUP["flower_backup_dir"]
+DB = BACKUP["flower_backup_source"]
+STAMP = "%Y%m%dT%H%M%SZ"
+# What a refused restore must leave alone: the database and the running Flower.
+WRITE = "import sys; open(sys.argv[1], 'w').write(sys.argv[2])"
+FINGERPRINT = f"sha256sum {DB}; ls {Path(DB).parent}; systemctl show -p MainPID,ActiveEnterTimestamp flower"
+
+
+def run_playbook(host: Any, tmp_path: Path, playbook: str, *args: str) -> subprocess.CompletedProcess[str]:
+    inventory = tmp_path / "inventory"
+    (inventory / "group_vars").mkdir(parents=True, exist_ok=True)
+    target = {host.backend.get_hostname(): {"ansible_connection": "community.docker.docker"}}
+    hosts = {"all": {"children": {group: {"hosts": target} for group in GROUPS}}}
+    (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts))
+    (inventory / "group_vars" / "all.yml").write_text(yaml.safe_dump(GROUP_VARS))
+    return subprocess.run(
+        ["ansible-playbook", "-i", str(inventory), playbook, *args],
+        cwd=PROJECT_DIR,
+        env={**os.environ, "ANSIBLE_NOCOLOR": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def archives(host: Any) -> list[str]:
+    """Archive names, oldest first (their names sort by time)."""
+    listing = host.run("find %s -maxdepth 1 -name 'flower-*.tar.gz' -printf '%%f\\n'", DIR)
+    return sorted(listing.stdout.split())
+
+
+def start_backup(host: Any) -> Any:
+    return host.run("systemctl start flower-backup.service")
+
+
+def api_task_ids(host: Any) -> set[str]:
+    return set(fetch_json(host, "/api/tasks?limit=100000"))
+
+
+@pytest.fixture(scope="module")
+def backed_up(healthy_flower: Any) -> dict[str, Any]:
+    """A batch of finished tasks, saved by Flower and backed up."""
+    host = healthy_flower
+    ids = []
+    for n in range(8):
+        call = host.run("celery-sample-call add %s", f"[{n}, 1]")
+        assert call.rc == 0, call.stderr
+        ids.append(call.stdout.strip().splitlines()[-1])
+    done = wait_for(lambda: set(ids) <= set(fetch_json(host, "/api/tasks?limit=100000&state=SUCCESS")), timeout=60)
+    assert done, "the batch of tasks did not all reach SUCCESS in Flower"
+    # Flower writes its database on SIGTERM (and every flower_state_save_interval): save now.
+    assert host.run("systemctl restart flower").rc == 0
+    wait_until_healthy(host)
+    result = start_backup(host)
+    assert result.rc == 0, host.run("journalctl -u flower-backup --no-pager -n 30").stdout
+    return {"ids": set(ids), "archive": archives(host)[-1]}
+
+
+def test_backup_is_private_and_checksummed(host: Any, backed_up: dict[str, Any]) -> None:
+    archive = f"{DIR}/{backed_up['archive']}"
+    manifest_file = archive.removesuffix(".tar.gz") + ".json"
+    for path, mode in ((DIR, 0o700), (archive, 0o600), (manifest_file, 0o600)):
+        entry = host.file(path)
+        assert (entry.mode, entry.user) == (mode, BACKUP["flower_backup_user"]), path
+    manifest = json.loads(host.file(manifest_file).content_string)
+    assert manifest["sha256"] == host.run("sha256sum %s", archive).stdout.split()[0]
+    assert manifest["tasks"] >= len(backed_up["ids"])
+    verified = host.run("flower-backup verify --archive %s", backed_up["archive"])
+    assert verified.rc == 0, verified.stderr
+    assert json.loads(verified.stdout)["tasks"] == manifest["tasks"]
+
+
+def test_timer_is_armed(host: Any) -> None:
+    timer = host.service("flower-backup.timer")
+    assert timer.is_running and timer.is_enabled
+    assert host.run("systemctl show -p NextElapseUSecRealtime --value flower-backup.timer").stdout.strip()
+    assert host.run("systemctl show -p Persistent --value flower-backup.timer").stdout.strip() == "yes"
+
+
+def test_restore_brings_the_tasks_back(host: Any, tmp_path: Path, backed_up: dict[str, Any]) -> None:
+    assert host.run("systemctl stop flower && rm -f %s && systemctl start flower", DB).rc == 0
+    wait_until_healthy(host)
+    assert not backed_up["ids"] & api_task_ids(host), "the database was not wiped"
+    result = run_playbook(
+        host, tmp_path, "playbooks/restore.yml", "-e", f"flower_restore_archive={backed_up['archive']}"
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert backed_up["ids"] <= api_task_ids(host)
+    db = host.file(DB)
+    assert (db.user, db.group, db.mode) == (BACKUP["flower_backup_user"], BACKUP["flower_backup_group"], 0o600)
+    assert host.run("ls %s.before-restore-*", DB).rc == 0, "the replaced database was not kept aside"
+
+
+def plant_damaged(host: Any, source: str, name: str, checksum_matches: bool) -> None:
+    """A truncated copy of an archive, with a manifest whose checksum matches it or not."""
+    src, dst = f"{DIR}/{source}", f"{DIR}/{name}"
+    manifest = json.loads(host.file(src.removesuffix(".tar.gz") + ".json").content_string)
+    assert host.run("head -c 600 %s > %s", src, dst).rc == 0
+    if checksum_matches:
+        manifest["sha256"] = host.run("sha256sum %s", dst).stdout.split()[0]
+    manifest_file = dst.removesuffix(".tar.gz") + ".json"
+    write = host.run("python3 -c %s %s %s", WRITE, manifest_file, json.dumps(manifest))
+    assert write.rc == 0, write.stderr
+    owner = f"{BACKUP['flower_backup_user']}:{BACKUP['flower_backup_group']}"
+    assert host.run("chown %s %s %s", owner, dst, manifest_file).rc == 0
+
+
+@pytest.mark.parametrize("checksum_matches", [False, True], ids=["checksum mismatch", "truncated, checksum matches"])
+def test_damaged_archive_is_refused_and_nothing_changes(
+    host: Any, tmp_path: Path, backed_up: dict[str, Any], checksum_matches: bool
+) -> None:
+    name = f"flower-{(datetime.now(UTC) + timedelta(days=1)).strftime(STAMP)}.tar.gz"
+    plant_damaged(host, backed_up["archive"], name, checksum_matches)
+    try:
+        before = host.run(FINGERPRINT).stdout
+        result = run_playbook(host, tmp_path, "playbooks/restore.yml", "-e", f"flower_restore_archive={name}")
+        output = result.stdout + result.stderr
+        assert result.returncode != 0, output[-3000:]
+        expected = "not a readable archive" if checksum_matches else "does not match the manifest"
+        assert expected in " ".join(output.split()), output[-3000:]
+        assert "Stop Flower" not in output
+        assert host.run(FINGERPRINT).stdout == before, "a refused restore changed the host"
+    finally:
+        host.run("rm -f %s/%s %s/%s", DIR, name, DIR, name.removesuffix(".tar.gz") + ".json")
+
+
+def test_retention_keeps_the_newest_by_count_and_drops_the_too_old(host: Any, backed_up: dict[str, Any]) -> None:
+    keep = BACKUP["flower_backup_keep_count"]
+    now = datetime.now(UTC)
+    ancient = now - timedelta(days=BACKUP["flower_backup_keep_days"] + 1)
+    # keep + 3 recent copies (older than the real archives), and one beyond keep_days.
+    fakes = [now - timedelta(minutes=10 + n) for n in range(keep + 3)] + [ancient]
+    names = [f"flower-{when.strftime(STAMP)}" for when in fakes]
+    source = f"{DIR}/{backed_up['archive'].removesuffix('.tar.gz')}"
+    script = "; ".join(
+        f"cp -p {source}.tar.gz {DIR}/{name}.tar.gz && cp -p {source}.json {DIR}/{name}.json" for name in names
+    )
+    assert host.run(script).rc == 0
+    result = start_backup(host)
+    assert result.rc == 0, host.run("journalctl -u flower-backup --no-pager -n 20").stdout
+    left = archives(host)
+    assert len(left) == keep, f"{len(left)} archives left, expected {keep}"
+    assert f"{names[-1]}.tar.gz" not in left, "the archive older than keep_days survived"
+    assert f"{names[0]}.tar.gz" in left, "a recent archive within the count was removed"
+    jsons = host.run("find %s -maxdepth 1 -name 'flower-*.json' -printf '%%f\\n'", DIR).stdout.split()
+    assert sorted(n.removesuffix(".json") for n in jsons) == [a.removesuffix(".tar.gz") for a in left]
+
+
+def test_low_free_space_fails_loudly_and_deletes_nothing(host: Any, tmp_path: Path, backed_up: dict[str, Any]) -> None:
+    configure = ("playbooks/backup.yml", "--tags", "flower_backup_configure")
+    huge = run_playbook(host, tmp_path, *configure, "-e", "flower_backup_min_free_mb=100000000")
+    assert huge.returncode == 0, (huge.stdout + huge.stderr)[-3000:]
+    try:
+        before = archives(host)
+        since = host.run("date '+%Y-%m-%d %H:%M:%S'").stdout.strip()
+        assert start_backup(host).rc != 0, "the backup ran although the volume is short of space"
+        assert host.service("flower-backup.service").is_running is False
+        errors = host.run("journalctl -u flower-backup -p err --since %s --no-pager -o cat", since).stdout
+        assert "refusing to back up" in errors, errors
+        assert archives(host) == before, "a refused backup changed the archives"
+    finally:
+        restored = run_playbook(host, tmp_path, *configure)
+        assert restored.returncode == 0, (restored.stdout + restored.stderr)[-3000:]
+    assert start_backup(host).rc == 0
