@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -97,3 +98,25 @@ def wait_until_healthy(host: Any) -> None:
 def healthy_flower(host: Any) -> Any:
     wait_until_healthy(host)
     return host
+
+
+def run_playbook(
+    tmp_path: Path, group_vars: dict[str, Any], playbook: str = "site.yml", *args: str
+) -> subprocess.CompletedProcess[str]:
+    """ansible-playbook from the controller against the target, with an inventory built from molecule.yml."""
+    inventory = tmp_path / "inventory"
+    (inventory / "group_vars").mkdir(parents=True, exist_ok=True)
+    target = {INSTANCE: {"ansible_connection": "community.docker.docker"}}
+    hosts = {"all": {"children": {group: {"hosts": target} for group in GROUPS}}}
+    (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts))
+    (inventory / "group_vars" / "all.yml").write_text(yaml.safe_dump(group_vars))
+    env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"}
+    return subprocess.run(
+        ["ansible-playbook", "-i", str(inventory), playbook, *args],
+        cwd=PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )

@@ -7,15 +7,13 @@ molecule.yml, so they exercise the same site.yml the converge used.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from conftest import ACCOUNT, GROUP_VARS, GROUPS, INSTANCE, PROJECT_DIR, SECRETS
+from conftest import ACCOUNT, GROUP_VARS, INSTANCE, SECRETS, run_playbook
 
 # Deprecation warnings announce the next ansible-core upgrade's breakage: any
 # not listed here (with the reason it cannot be fixed yet) fails the run.
@@ -32,22 +30,7 @@ FINGERPRINT = (
 def run_site(
     tmp_path: Path, group_vars: dict[str, Any], *args: str, playbook: str = "site.yml"
 ) -> subprocess.CompletedProcess[str]:
-    inventory = tmp_path / "inventory"
-    (inventory / "group_vars").mkdir(parents=True, exist_ok=True)
-    target = {INSTANCE: {"ansible_connection": "community.docker.docker"}}
-    hosts = {"all": {"children": {group: {"hosts": target} for group in GROUPS}}}
-    (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts))
-    (inventory / "group_vars" / "all.yml").write_text(yaml.safe_dump(group_vars))
-    env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"}
-    return subprocess.run(
-        ["ansible-playbook", "-i", str(inventory), playbook, *args],
-        cwd=PROJECT_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
+    return run_playbook(tmp_path, group_vars, playbook, *args)
 
 
 def new_deprecations(output: str) -> list[str]:

@@ -8,15 +8,13 @@ Playbooks run from the controller against the target, as in test_ansible_runs.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from conftest import GROUP_VARS, GROUPS, PROJECT_DIR, fetch_json, role_defaults, wait_for, wait_until_healthy
+from conftest import GROUP_VARS, fetch_json, role_defaults, run_playbook, wait_for, wait_until_healthy
 
 BACKUP = role_defaults("flower_backup")
 DIR = BACKUP["flower_backup_dir"]
@@ -27,22 +25,8 @@ WRITE = "import sys; open(sys.argv[1], 'w').write(sys.argv[2])"
 FINGERPRINT = f"sha256sum {DB}; ls {Path(DB).parent}; systemctl show -p MainPID,ActiveEnterTimestamp flower"
 
 
-def run_playbook(host: Any, tmp_path: Path, playbook: str, *args: str) -> subprocess.CompletedProcess[str]:
-    inventory = tmp_path / "inventory"
-    (inventory / "group_vars").mkdir(parents=True, exist_ok=True)
-    target = {host.backend.get_hostname(): {"ansible_connection": "community.docker.docker"}}
-    hosts = {"all": {"children": {group: {"hosts": target} for group in GROUPS}}}
-    (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts))
-    (inventory / "group_vars" / "all.yml").write_text(yaml.safe_dump(GROUP_VARS))
-    return subprocess.run(
-        ["ansible-playbook", "-i", str(inventory), playbook, *args],
-        cwd=PROJECT_DIR,
-        env={**os.environ, "ANSIBLE_NOCOLOR": "1"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+def run(tmp_path: Path, playbook: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_playbook(tmp_path, GROUP_VARS, playbook, *args)
 
 
 def archives(host: Any) -> list[str]:
@@ -65,7 +49,7 @@ def backed_up(healthy_flower: Any) -> dict[str, Any]:
     host = healthy_flower
     ids = []
     for n in range(8):
-        call = host.run("celery-sample-call add %s", f"[{n}, 1]")
+        call = host.run("demo-worker-call add %s", f"[{n}, 1]")
         assert call.rc == 0, call.stderr
         ids.append(call.stdout.strip().splitlines()[-1])
     done = wait_for(lambda: set(ids) <= set(fetch_json(host, "/api/tasks?limit=100000&state=SUCCESS")), timeout=60)
@@ -103,9 +87,7 @@ def test_restore_brings_the_tasks_back(host: Any, tmp_path: Path, backed_up: dic
     assert host.run("systemctl stop flower && rm -f %s && systemctl start flower", DB).rc == 0
     wait_until_healthy(host)
     assert not backed_up["ids"] & api_task_ids(host), "the database was not wiped"
-    result = run_playbook(
-        host, tmp_path, "playbooks/restore.yml", "-e", f"flower_restore_archive={backed_up['archive']}"
-    )
+    result = run(tmp_path, "playbooks/restore.yml", "-e", f"flower_restore_archive={backed_up['archive']}")
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert backed_up["ids"] <= api_task_ids(host)
     db = host.file(DB)
@@ -135,7 +117,7 @@ def test_damaged_archive_is_refused_and_nothing_changes(
     plant_damaged(host, backed_up["archive"], name, checksum_matches)
     try:
         before = host.run(FINGERPRINT).stdout
-        result = run_playbook(host, tmp_path, "playbooks/restore.yml", "-e", f"flower_restore_archive={name}")
+        result = run(tmp_path, "playbooks/restore.yml", "-e", f"flower_restore_archive={name}")
         output = result.stdout + result.stderr
         assert result.returncode != 0, output[-3000:]
         expected = "not a readable archive" if checksum_matches else "does not match the manifest"
@@ -169,8 +151,8 @@ def test_retention_keeps_the_newest_by_count_and_drops_the_too_old(host: Any, ba
 
 
 def test_low_free_space_fails_loudly_and_deletes_nothing(host: Any, tmp_path: Path, backed_up: dict[str, Any]) -> None:
-    configure = ("playbooks/backup.yml", "--tags", "flower_backup_configure")
-    huge = run_playbook(host, tmp_path, *configure, "-e", "flower_backup_min_free_mb=100000000")
+    configure = ("playbooks/flower.yml", "--tags", "flower_backup_configure")
+    huge = run(tmp_path, *configure, "-e", "flower_backup_min_free_mb=100000000")
     assert huge.returncode == 0, (huge.stdout + huge.stderr)[-3000:]
     try:
         before = archives(host)
@@ -181,6 +163,6 @@ def test_low_free_space_fails_loudly_and_deletes_nothing(host: Any, tmp_path: Pa
         assert "refusing to back up" in errors, errors
         assert archives(host) == before, "a refused backup changed the archives"
     finally:
-        restored = run_playbook(host, tmp_path, *configure)
+        restored = run(tmp_path, *configure)
         assert restored.returncode == 0, (restored.stdout + restored.stderr)[-3000:]
     assert start_backup(host).rc == 0
