@@ -70,6 +70,7 @@ def test_every_phase_has_its_tag(role: str) -> None:
     main = load("roles", role, "tasks", "main.yml")
     preflight, *phases = main
     assert preflight["when"] == "_flowerops_preflight_done is not defined", "main.yml should validate first"
+    assert preflight["tags"] == ["always"], "a run limited with --tags must still validate"
     for task in phases:
         phase = task["ansible.builtin.import_tasks"].removesuffix(".yml")
         assert task["tags"] == [f"{role}_{phase}"], f"{role}: {phase}.yml is not tagged {role}_{phase}"
