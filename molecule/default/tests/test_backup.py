@@ -152,7 +152,8 @@ def test_retention_keeps_the_newest_by_count_and_drops_the_too_old(host: Any, ba
 
 def test_low_free_space_fails_loudly_and_deletes_nothing(host: Any, tmp_path: Path, backed_up: dict[str, Any]) -> None:
     configure = ("playbooks/flower.yml", "--tags", "flower_backup_configure")
-    huge = run(tmp_path, *configure, "-e", "flower_backup_min_free_mb=100000000")
+    # Typed (JSON) extra vars: key=value would pass the number as a string, which preflight's comparisons refuse.
+    huge = run(tmp_path, *configure, "-e", json.dumps({"flower_backup_min_free_mb": 100000000}))
     assert huge.returncode == 0, (huge.stdout + huge.stderr)[-3000:]
     try:
         before = archives(host)
