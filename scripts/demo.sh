@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 
 NAME=flowerops-demo
 IMAGE="${FLOWEROPS_IMAGE:-flowerops/debian12-systemd:latest}"
-# Port on this machine's loopback that reaches the demo's Flower.
-DEMO_PORT="${DEMO_PORT:-8555}"
+# Port on this machine's loopback that reaches the demo's nginx (HTTPS, 443).
+DEMO_PORT="${DEMO_PORT:-8443}"
+DEMO_DOMAIN=flower.localhost
 SECRETS_DIR=.demo
 
 # The same container settings as the Molecule scenario (see there for why);
@@ -23,7 +24,12 @@ start_container() {
   local state
   state=$(docker inspect -f '{{.State.Status}}' "$NAME" 2>/dev/null || true)
   case "$state" in
-    running) echo "==> reusing the running container $NAME" ;;
+    running)
+      if [ "$(docker port "$NAME" 443/tcp 2>/dev/null)" != "127.0.0.1:${DEMO_PORT}" ]; then
+        echo "==> $NAME does not publish HTTPS on 127.0.0.1:${DEMO_PORT} (an older demo?): make demo-destroy first" >&2
+        exit 1
+      fi
+      echo "==> reusing the running container $NAME" ;;
     "")
       echo "==> starting container $NAME"
       docker run -d --name "$NAME" --hostname "$NAME" \
@@ -32,7 +38,7 @@ start_container() {
         --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
         --stop-signal SIGRTMIN+3 --env container=docker \
         "${CAPS[@]/#/--cap-add=}" \
-        --publish "127.0.0.1:${DEMO_PORT}:8080" \
+        --publish "127.0.0.1:${DEMO_PORT}:443" \
         "$IMAGE" /sbin/init >/dev/null
       ;;
     *) echo "==> starting the stopped container $NAME"; docker start "$NAME" >/dev/null ;;
@@ -53,10 +59,12 @@ up() {
   ansible-playbook site.yml -i inventories/demo
   cat <<EOT
 
-Flower is up.
-  Open:      http://127.0.0.1:${DEMO_PORT}/
-  User:      admin
-  Password:  in $(pwd)/${SECRETS_DIR}/admin-password (mode 0600; not printed here)
+Flower is up, behind nginx with HTTPS from the demo's own CA.
+  Open:      https://${DEMO_DOMAIN}:${DEMO_PORT}/
+  User:      admin     password in $(pwd)/${SECRETS_DIR}/admin-password (mode 0600; not printed here)
+  Viewer:    viewer    password in $(pwd)/${SECRETS_DIR}/viewer-password (read only)
+  CA:        $(pwd)/${SECRETS_DIR}/ca.crt, e.g.
+             curl --cacert ${SECRETS_DIR}/ca.crt -u admin:"\$(cat ${SECRETS_DIR}/admin-password)" https://${DEMO_DOMAIN}:${DEMO_PORT}/api/workers
   Send a sample task:  docker exec $NAME demo-worker-call add '[2, 3]'
   Remove the demo:     make demo-destroy
 EOT
