@@ -6,8 +6,12 @@ defaults, so the tests assert against the same values the converge used.
 
 from __future__ import annotations
 
+import base64
+import http.client
 import json
 import os
+import socket
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -22,11 +26,15 @@ MOLECULE = yaml.safe_load((SCENARIO_DIR / "molecule.yml").read_text())
 GROUP_VARS: dict[str, Any] = MOLECULE["provisioner"]["inventory"]["group_vars"]["all"]
 INSTANCE: str = MOLECULE["platforms"][0]["name"]
 GROUPS: list[str] = MOLECULE["platforms"][0]["groups"]
+LOGINS: dict[str, dict[str, str]] = {user["role"]: user for user in reversed(GROUP_VARS["flower_proxy_users"])}
 SECRETS: list[str] = [
     GROUP_VARS["demo_broker_password"],
     GROUP_VARS["flower_cookie_secret"],
-    *(entry.split(":", 1)[1] for entry in GROUP_VARS["flower_basic_auth"]),
+    *(user["password"] for user in GROUP_VARS["flower_proxy_users"]),
 ]
+DOMAIN: str = GROUP_VARS["flower_domain"]
+# The CA that issued the served certificate (Pebble's root), on the target.
+CA_ON_TARGET: str = GROUP_VARS["flower_tls_trusted_ca"]
 
 
 def role_defaults(role: str) -> dict[str, Any]:
@@ -35,19 +43,51 @@ def role_defaults(role: str) -> dict[str, Any]:
 
 FLOWER = role_defaults("flower")
 ACCOUNT = role_defaults("flower_account")
-BASE_URL = f"http://127.0.0.1:{FLOWER['flower_port']}"
-USER, PASSWORD = GROUP_VARS["flower_basic_auth"][0].split(":", 1)
+USER, PASSWORD = LOGINS["admin"]["name"], LOGINS["admin"]["password"]
 
-# Runs inside the target, so the request really comes from its loopback.
+
+@pytest.fixture(autouse=True)
+def _platform_scope(request: pytest.FixtureRequest) -> None:
+    """The first platform runs every test; the others only modules that set EVERY_PLATFORM = True."""
+    if "host" not in request.fixturenames:
+        return
+    host = request.getfixturevalue("host")
+    if host.backend.get_hostname() != INSTANCE and not getattr(request.module, "EVERY_PLATFORM", False):
+        pytest.skip(f"runs on {INSTANCE} only")
+
+
+def first_platform_only(host: Any) -> None:
+    """For tests in an EVERY_PLATFORM module that need not repeat (they change the host or take long)."""
+    if host.backend.get_hostname() != INSTANCE:
+        pytest.skip(f"runs on {INSTANCE} only")
+
+
+def host_vars(host: Any) -> dict[str, Any]:
+    """The inventory variables of this target: the group's, then its own (molecule.yml host_vars)."""
+    own = MOLECULE["provisioner"]["inventory"].get("host_vars", {}).get(host.backend.get_hostname(), {})
+    return {**GROUP_VARS, **own}
+
+
+def prefix(host: Any) -> str:
+    return host_vars(host).get("flower_url_prefix", "")
+
+
+def base_url(host: Any) -> str:
+    """The public URL of Flower on this target (its /etc/hosts points the name at itself)."""
+    return f"https://{DOMAIN}{prefix(host)}"
+
+
+# Runs inside the target, so the request really comes from its loopback, and
+# goes through nginx with the certificate verified against Pebble's root.
 _FETCH = """
-import base64, json, sys, urllib.error, urllib.request
-url, user, password = sys.argv[1:4]
+import base64, json, ssl, sys, urllib.error, urllib.request
+url, user, password, cafile = sys.argv[1:5]
 request = urllib.request.Request(url)
 if user:
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
     request.add_header("Authorization", "Basic " + token)
 try:
-    with urllib.request.urlopen(request, timeout=30) as response:
+    with urllib.request.urlopen(request, timeout=30, context=ssl.create_default_context(cafile=cafile)) as response:
         print(json.dumps({"status": response.status, "body": response.read().decode()}))
 except urllib.error.HTTPError as error:
     print(json.dumps({"status": error.code, "body": error.read().decode()}))
@@ -57,9 +97,9 @@ except OSError as error:
 
 
 def fetch(host: Any, path: str, auth: bool = True) -> tuple[int, str]:
-    """GET a Flower path from inside the target; returns (status, body)."""
+    """GET a Flower path through nginx from inside the target; returns (status, body)."""
     user, password = (USER, PASSWORD) if auth else ("", "")
-    cmd = host.run("python3 -c %s %s %s %s", _FETCH, BASE_URL + path, user, password)
+    cmd = host.run("python3 -c %s %s %s %s %s", _FETCH, base_url(host) + path, user, password, CA_ON_TARGET)
     assert cmd.rc == 0, cmd.stderr
     result = json.loads(cmd.stdout)
     return result["status"], result["body"]
@@ -105,8 +145,9 @@ def run_playbook(
 ) -> subprocess.CompletedProcess[str]:
     """ansible-playbook from the controller against the target, with an inventory built from molecule.yml."""
     inventory = tmp_path / "inventory"
+    own = MOLECULE["provisioner"]["inventory"].get("host_vars", {}).get(INSTANCE, {})
     (inventory / "group_vars").mkdir(parents=True, exist_ok=True)
-    target = {INSTANCE: {"ansible_connection": "community.docker.docker"}}
+    target = {INSTANCE: {"ansible_connection": "community.docker.docker", **own}}
     hosts = {"all": {"children": {group: {"hosts": target} for group in GROUPS}}}
     (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts))
     (inventory / "group_vars" / "all.yml").write_text(yaml.safe_dump(group_vars))
@@ -120,3 +161,70 @@ def run_playbook(
         timeout=900,
         check=False,
     )
+
+
+def container_ip(host: Any) -> str:
+    name = host.backend.get_hostname()
+    template = "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}"
+    inspect = subprocess.run(
+        ["docker", "inspect", "-f", template, name], capture_output=True, text=True, timeout=30, check=True
+    )
+    return inspect.stdout.split()[0]
+
+
+class FrontDoor:
+    """HTTPS requests from the machine running the tests to one target's nginx, by its public name.
+
+    The name is pinned to the container's address (no DNS here), the certificate is verified
+    against the CA that issued it, and nothing follows redirects.
+    """
+
+    def __init__(self, host: Any, cafile: Path) -> None:
+        self.address = container_ip(host)
+        self.prefix = prefix(host)
+        self.context = ssl.create_default_context(cafile=str(cafile))
+
+    def connection(self) -> http.client.HTTPSConnection:
+        address = self.address
+
+        class Pinned(http.client.HTTPSConnection):
+            def connect(self) -> None:
+                raw = socket.create_connection((address, self.port), self.timeout)
+                self.sock = self._context.wrap_socket(raw, server_hostname=self.host)
+
+        return Pinned(DOMAIN, 443, context=self.context, timeout=15)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        login: str | None = None,
+        password: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, http.client.HTTPMessage, bytes]:
+        """(status, headers, body) of one request to <prefix><path>; login is a role (admin, viewer) or a name."""
+        all_headers = dict(headers or {})
+        if login is not None:
+            user = LOGINS.get(login, {"name": login, "password": password or ""})
+            token = base64.b64encode(f"{user['name']}:{password or user['password']}".encode()).decode()
+            all_headers["Authorization"] = f"Basic {token}"
+        connection = self.connection()
+        try:
+            connection.request(method, self.prefix + path, headers=all_headers)
+            response = connection.getresponse()
+            return response.status, response.headers, response.read()
+        finally:
+            connection.close()
+
+
+@pytest.fixture(scope="module")
+def pebble_root(host: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Pebble's current issuing root, copied from the target."""
+    path = tmp_path_factory.mktemp("pebble") / "root.pem"
+    path.write_text(host.file(CA_ON_TARGET).content_string)
+    return path
+
+
+@pytest.fixture(scope="module")
+def front_door(host: Any, pebble_root: Path) -> FrontDoor:
+    return FrontDoor(host, pebble_root)

@@ -5,25 +5,15 @@ running the tests, while Flower's, Redis' and any other port are filtered
 from __future__ import annotations
 
 import socket
-import subprocess
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import role_defaults, wait_for
+from conftest import container_ip, role_defaults, wait_for
 
 FIREWALL = role_defaults("flower_firewall")
 UNUSED_PORT = 8099
 FILTERED = [*FIREWALL["flower_firewall_forbidden_ports"], UNUSED_PORT]
-
-
-def container_ip(host: Any) -> str:
-    name = host.backend.get_hostname()
-    template = "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}"
-    inspect = subprocess.run(
-        ["docker", "inspect", "-f", template, name], capture_output=True, text=True, timeout=30, check=True
-    )
-    return inspect.stdout.split()[0]
 
 
 def listening(host: Any, port: int) -> bool:
@@ -43,9 +33,9 @@ def connect(address: str, port: int, timeout: float = 3.0) -> str:
 
 @pytest.fixture(scope="module")
 def listeners(host: Any) -> Iterator[str]:
-    """Temporary listeners on all addresses: 443 (no proxy yet) and an unused port."""
+    """A temporary listener on an unused port (nginx listens on 443 itself)."""
     started = []
-    for port in (443, UNUSED_PORT):
+    for port in (UNUSED_PORT,):
         if listening(host, port):
             continue
         unit = f"flowerops-test-listen-{port}"
@@ -72,7 +62,8 @@ def test_ufw_denies_incoming_and_allows_outgoing(host: Any) -> None:
     assert f"{FIREWALL['flower_firewall_ssh_port']}/tcp" in status.stdout
 
 
-def test_https_port_answers_from_outside(listeners: str) -> None:
+def test_https_port_answers_from_outside(host: Any, listeners: str) -> None:
+    assert host.service("nginx").is_running
     assert connect(listeners, 443) == "open"
 
 

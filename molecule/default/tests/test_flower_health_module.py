@@ -9,12 +9,19 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import BASE_URL, PASSWORD, USER, wait_for, wait_until_healthy
+from conftest import CA_ON_TARGET, PASSWORD, USER, base_url, wait_for, wait_until_healthy
 from testinfra.modules.ansible import AnsibleException
 
 
 def flower_health(host: Any, **options: Any) -> dict[str, Any]:
-    args = {"url": BASE_URL, "username": USER, "password": PASSWORD, "timeout": 15, **options}
+    args = {
+        "url": base_url(host),
+        "ca_path": CA_ON_TARGET,
+        "username": USER,
+        "password": PASSWORD,
+        "timeout": 15,
+        **options,
+    }
     try:
         return host.ansible("flower_health", json.dumps(args), check=False)
     except AnsibleException as failure:
@@ -42,7 +49,7 @@ def test_reports_healthy_on_the_converged_host(host: Any) -> None:
     assert result["healthy"] is True, result.get("msg")
     assert result["changed"] is False
     assert failed(result) == set()
-    assert {"healthcheck", "api", "auth", "workers", "events"} <= {c["name"] for c in result["checks"]}
+    assert {"healthcheck", "api", "auth", "workers", "events", "tls"} <= {c["name"] for c in result["checks"]}
     assert result["workers_online"] >= 1
     assert all(w["online"] for w in result["workers"].values())
     assert PASSWORD not in json.dumps(result)

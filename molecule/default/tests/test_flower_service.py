@@ -6,7 +6,7 @@ import json
 import re
 from typing import Any
 
-from conftest import ACCOUNT, FLOWER, INSTANCE, fetch, fetch_json, service_diagnostics, wait_for
+from conftest import ACCOUNT, FLOWER, fetch, fetch_json, service_diagnostics, wait_for
 
 LOG = f"{ACCOUNT['flower_account_log_dir']}/flower.log"
 SIZES = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
@@ -59,11 +59,12 @@ def test_security_exposure_is_ok_or_better(host: Any) -> None:
     assert float(match.group(1)) <= 2.0, result.stdout[-2000:]
 
 
-def test_listens_on_loopback_only(host: Any) -> None:
-    port = FLOWER["flower_port"]
-    listeners = [s for s in host.socket.get_listening_sockets() if s.endswith(f":{port}")]
-    assert listeners, "Flower listens nowhere"
-    assert all(s.startswith(("tcp://127.", "tcp://::1")) for s in listeners), listeners
+def test_listens_on_its_unix_socket_only(host: Any) -> None:
+    socket_path = FLOWER["flower_unix_socket"]
+    assert host.socket(f"unix://{socket_path}").is_listening, "Flower does not listen on its socket"
+    pid = host.run("systemctl show -p MainPID --value flower").stdout.strip()
+    tcp = host.run("ss -Hltnp").stdout
+    assert f"pid={pid}," not in tcp, f"Flower listens on TCP too:\n{tcp}"
 
 
 def test_healthcheck_answers_ok(host: Any) -> None:
@@ -77,7 +78,7 @@ def test_api_refuses_requests_without_credentials(host: Any) -> None:
 
 
 def test_sample_worker_is_online(host: Any) -> None:
-    worker = f"demo-worker@{INSTANCE}"
+    worker = f"demo-worker@{host.backend.get_hostname()}"
 
     def online() -> bool:
         return worker in fetch_json(host, "/api/workers?refresh=1")

@@ -1,15 +1,16 @@
-"""Flower's log rotates: a forced rotation leaves Flower writing to the fresh
-file, and the next rotation compresses the previous one."""
+"""Flower's and nginx's logs rotate: a forced rotation leaves each writer writing to the
+fresh file, and the next rotation compresses the previous one."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
 
-from conftest import ACCOUNT, fetch, wait_for, wait_until_healthy
+from conftest import ACCOUNT, fetch, role_defaults, wait_for, wait_until_healthy
 
 LOG = f"{ACCOUNT['flower_account_log_dir']}/flower.log"
 CONFIG = "/etc/logrotate.d/flower"
+PROXY = role_defaults("flower_proxy")
 
 
 def rotate(host: Any) -> None:
@@ -48,3 +49,37 @@ def test_flower_keeps_logging_into_the_fresh_file_and_old_ones_get_compressed(ho
     assert after in host.file(f"{LOG}.1").content_string
     assert after not in host.run("zcat %s.2.gz", LOG).stdout
     assert before in host.run("zcat %s.2.gz", LOG).stdout
+
+
+NGINX_LOG = f"{PROXY['flower_proxy_log_dir']}/access.log"
+NGINX_CONFIG = "/etc/logrotate.d/flower-nginx"
+
+
+def make_nginx_log(host: Any) -> str:
+    marker = f"logrotate-check-{uuid.uuid4().hex[:12]}"
+    assert fetch(host, f"/healthcheck?{marker}", auth=False)[0] == 200
+    assert wait_for(lambda: marker in host.file(NGINX_LOG).content_string, timeout=20), f"{marker} not in {NGINX_LOG}"
+    return marker
+
+
+def test_nginx_rotation_config_is_valid_and_leaves_debians_alone(host: Any) -> None:
+    debug = host.run("logrotate --debug %s", NGINX_CONFIG)
+    assert debug.rc == 0, debug.stderr
+    # Debian's /etc/logrotate.d/nginx matches /var/log/nginx/*.log only: no file is rotated twice.
+    everything = host.run("logrotate --debug /etc/logrotate.conf")
+    assert "duplicate log entry" not in everything.stderr, everything.stderr[-2000:]
+
+
+def test_nginx_reopens_its_log_and_old_ones_get_compressed(host: Any) -> None:
+    host.run("rm -f %s.*", NGINX_LOG)
+    before = make_nginx_log(host)
+    assert host.run("logrotate --force %s", NGINX_CONFIG).rc == 0
+    assert before in host.file(f"{NGINX_LOG}.1").content_string
+    after = make_nginx_log(host)  # nginx reopened the file (USR1): the new line is in the fresh one
+    assert before not in host.file(NGINX_LOG).content_string
+    log = host.file(NGINX_LOG)
+    assert (log.user, log.group, log.mode) == ("www-data", "adm", 0o640)
+    assert host.run("logrotate --force %s", NGINX_CONFIG).rc == 0
+    assert host.file(f"{NGINX_LOG}.2.gz").exists, "the previous rotation was not compressed"
+    assert before in host.run("zcat %s.2.gz", NGINX_LOG).stdout
+    assert after in host.file(f"{NGINX_LOG}.1").content_string

@@ -1,0 +1,87 @@
+"""Flower's pages in a real browser (Debian's chromium, headless, driven by
+playwright), logged in through nginx as admin: each page shows its data and
+the console stays free of errors (a blocked script or style, e.g. by the
+Content-Security-Policy, is a console error). Screenshots are kept as test
+artifacts in .artifacts/screenshots/<instance>/."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import DOMAIN, LOGINS, PROJECT_DIR, container_ip, fetch_json, prefix, wait_for
+from playwright.sync_api import Browser, Page, sync_playwright
+
+# Also on the platform with flower_url_prefix /flower: the same pages under the prefix.
+EVERY_PLATFORM = True
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(os.environ.get("FLOWEROPS_ARTIFACTS", PROJECT_DIR / ".artifacts"))
+
+
+@pytest.fixture(scope="module")
+def browser(host: Any) -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            # The public name resolves to this target's container (there is no DNS for it here).
+            args=["--no-sandbox", f"--host-resolver-rules=MAP {DOMAIN} {container_ip(host)}"],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def sample(healthy_flower: Any) -> dict[str, str]:
+    """A finished task and the worker that ran it, as Flower knows them."""
+    host = healthy_flower
+    run = host.run("demo-worker-call add '[20, 22]'")
+    assert run.rc == 0, run.stderr
+    task_id = run.stdout.strip().splitlines()[-1]
+    info = wait_for(lambda: (i := fetch_json(host, f"/api/task/info/{task_id}")) and i.get("worker") and i, 60)
+    assert info, f"Flower never saw task {task_id}"
+    return {"task": task_id, "worker": info["worker"]}
+
+
+def open_page(browser: Browser, host: Any, path: str, wait_text: str, name: str) -> list[str]:
+    """Open a page as admin, wait until it shows wait_text, screenshot it; returns the console errors."""
+    login = LOGINS["admin"]
+    # The certificate is Pebble's (not in chromium's store); the TLS tests verify it against Pebble's root.
+    context = browser.new_context(
+        http_credentials={"username": login["name"], "password": login["password"]},
+        ignore_https_errors=True,
+        viewport={"width": 1280, "height": 900},
+    )
+    page: Page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        response = page.goto(f"https://{DOMAIN}{prefix(host)}{path}", wait_until="networkidle", timeout=30000)
+        assert response is not None and response.status == 200, f"{path}: {response and response.status}"
+        page.get_by_text(wait_text).first.wait_for(timeout=15000)
+        page.wait_for_timeout(1500)  # one polling round of the UI, whose errors count too
+        shots = ARTIFACTS / "screenshots" / host.backend.get_hostname()
+        shots.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
+    finally:
+        context.close()
+    return errors
+
+
+def test_dashboard_shows_the_worker(browser: Browser, host: Any, sample: dict[str, str]) -> None:
+    assert open_page(browser, host, "/", sample["worker"], "dashboard") == []
+
+
+def test_tasks_list_shows_the_task(browser: Browser, host: Any, sample: dict[str, str]) -> None:
+    assert open_page(browser, host, "/tasks", sample["task"], "tasks") == []
+
+
+def test_task_page_shows_its_result(browser: Browser, host: Any, sample: dict[str, str]) -> None:
+    assert open_page(browser, host, f"/task/{sample['task']}", "SUCCESS", "task") == []
+
+
+def test_worker_page_shows_its_pool(browser: Browser, host: Any, sample: dict[str, str]) -> None:
+    assert open_page(browser, host, f"/worker/{sample['worker']}", sample["worker"], "worker") == []
