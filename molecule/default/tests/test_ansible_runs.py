@@ -98,6 +98,22 @@ BAD_INPUT: dict[str, tuple[Any, ...]] = {
     "basic auth without colon": ({**GROUP_VARS, "flower_basic_auth": ["admin"]}, "flower_basic_auth"),
     "non-ASCII password": ({**GROUP_VARS, "flower_basic_auth": ["admin:pässwörd-1234"]}, "ASCII"),
     "max_tasks over MemoryMax": ({**GROUP_VARS, "flower_max_tasks": 100000}, "flower_memory_max"),
+    "no admin login": (
+        {**GROUP_VARS, "flower_proxy_users": [{"name": "ro", "password": "viewer-only-pw-123", "role": "viewer"}]},
+        "flower_proxy_users",
+    ),
+    "OAuth pattern Flower refuses": (
+        {
+            **GROUP_VARS,
+            "flower_auth_mode": "oauth",
+            "flower_oauth2_provider": "github",
+            "flower_oauth2_key": "id",
+            "flower_oauth2_secret": "oauth-secret-value",
+            "flower_oauth2_emails": "*@*.example.com",
+        },
+        "flower_oauth2_emails",
+    ),
+    "unknown TLS profile": ({**GROUP_VARS, "flower_proxy_tls_profile": "old"}, "flower_proxy_tls_profile"),
     "short redis password": ({**GROUP_VARS, "demo_broker_password": "short"}, "demo_broker_password"),
     # Check mode validates as strictly as a real run.
     "bad input in check mode": ({**GROUP_VARS, "flower_max_tasks": "lots"}, "flower_max_tasks", "--check"),
