@@ -215,12 +215,13 @@ def test_metrics_and_healthcheck_only_from_allowed_addresses(host: Any, front_do
 def test_flower_socket_is_closed_to_other_local_users(host: Any) -> None:
     probe = (
         "import socket, sys; s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]);"
-        " s.sendall(b'GET /api/workers HTTP/1.0\\r\\n\\r\\n'); print(s.recv(64))"
+        " s.sendall(b'GET ' + sys.argv[2].encode() + b' HTTP/1.0\\r\\n\\r\\n'); print(s.recv(64))"
     )
     path = FLOWER["flower_unix_socket"]
-    other = host.run("runuser -u nobody -- python3 -c %s %s", probe, path)
+    route = prefix(host) + "/api/workers"
+    other = host.run("runuser -u nobody -- python3 -c %s %s %s", probe, path, route)
     assert other.rc != 0 and "Permission denied" in other.stderr, other.stdout + other.stderr
-    proxy = host.run("runuser -u www-data -- python3 -c %s %s", probe, path)
+    proxy = host.run("runuser -u www-data -- python3 -c %s %s %s", probe, path, route)
     assert proxy.rc == 0 and "200" in proxy.stdout, proxy.stderr
 
 
