@@ -280,7 +280,8 @@ def test_a_broken_nginx_file_is_refused_and_nginx_keeps_serving(host: Any, tmp_p
     broken = {**GROUP_VARS, "flower_proxy_permissions_policy": 'camera=()" always; broken'}
     run = run_playbook(tmp_path, broken, "site.yml", "--tags", "flower_proxy_configure")
     assert run.returncode != 0
-    assert "nginx -t refused the rendered configuration" in run.stdout, run.stdout[-3000:]
+    output = run.stdout + run.stderr
+    assert "nginx -t refused the rendered configuration" in output, output[-3000:]
     assert host.file(headers).sha256sum == before
     assert host.run("nginx -t").rc == 0
     assert not host.run("ls /etc/nginx/snippets/ | grep '~$' || true").stdout
@@ -347,7 +348,7 @@ def test_oauth_mode_sends_anonymous_visitors_to_the_provider(host: Any, front_do
         assert run.returncode == 0, run.stdout[-3000:]
         assert "molecule-oauth-secret-4d2a" not in run.stdout
         status, headers, _ = front_door.request("GET", "/")
-        assert status == 302 and headers["Location"].endswith("/login"), (status, headers.get("Location"))
+        assert status == 302 and headers["Location"].startswith("/login?next="), (status, headers.get("Location"))
         status, headers, _ = front_door.request("GET", "/login")
         location = headers.get("Location", "")
         assert status == 302 and location.startswith("https://github.com/login/oauth/authorize?"), location
