@@ -250,12 +250,18 @@ from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.flower_probe import FetchError, FlowerClient, Reply, tls_days_left
+from ansible.module_utils.flower_probe import (
+    FetchError,
+    FlowerClient,
+    Reply,
+    refused_without_credentials,
+    tls_days_left,
+    url_problem,
+)
 
 # A worker's inspection timestamp may predate the request's Date header by the header's 1 s resolution, or by
 # an inspection another client started just before: allow this much.
 INSPECT_SLACK = 2.0
-REFUSED_STATUSES = (301, 302, 303, 307, 308, 401, 403)
 # A check's status. (One assignment each: ansible-doc warns about tuple assignments in a module.)
 OK = "ok"
 FAILED = "failed"
@@ -434,22 +440,8 @@ class Attempt:
         return verdict("api", True, f"/api/workers answered with {len(inspection.known)} known workers")
 
     def check_auth(self) -> Check:
-        problems = []
-        for path in ("/api/workers", "/workers?json=1"):
-            try:
-                reply = self.client.get(path, authenticated=False)
-            except FetchError as exc:
-                problems.append(str(exc))
-                continue
-            if 200 <= reply.status < 300:
-                problems.append(
-                    f"{path} answered HTTP {reply.status} without credentials: authentication is not enforced"
-                )
-            elif reply.status not in REFUSED_STATUSES:
-                problems.append(f"{path} answered {reply.describe()} without credentials (expected 401)")
-        if problems:
-            return verdict("auth", False, "; ".join(problems))
-        return verdict("auth", True, "requests without credentials are refused")
+        ok, detail = refused_without_credentials(self.client, ("/api/workers", "/workers?json=1"))
+        return verdict("auth", ok, detail)
 
     def check_workers(self) -> Check:
         events = self.worker_events()  # also for the returned workers when this check cannot run
@@ -574,15 +566,9 @@ def failure_message(attempt: Attempt, attempts: int) -> str:
 
 def validate(module: AnsibleModule) -> None:
     params = module.params
-    parts = urlsplit(params["url"])
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        module.fail_json(msg=f"url must be an absolute http:// or https:// URL, got {params['url']!r}")
-    try:
-        port = parts.port
-    except ValueError as exc:
-        module.fail_json(msg=f"url has an invalid port: {exc}")
-    if port == 0:
-        module.fail_json(msg="url has an invalid port: 0")
+    problem = url_problem(params["url"])
+    if problem:
+        module.fail_json(msg=problem)
     for name in ("min_workers", "retries", "delay", "max_event_age", "cert_min_days"):
         if params[name] < 0:
             module.fail_json(msg=f"{name} must not be negative")

@@ -121,19 +121,61 @@ class FlowerClient:
 
     def get(self, path: str, authenticated: bool = True) -> Reply:
         """Any HTTP answer, error statuses included, as a Reply; FetchError when there is none."""
+        return self.request("GET", path, authenticated)
+
+    def request(
+        self, method: str, path: str, authenticated: bool = True, headers: dict[str, str] | None = None
+    ) -> Reply:
+        """Like get(), with any method and extra request headers."""
         url = self.base + path
         request = self.authenticated if authenticated else self.anonymous
         started = time.time()
         clock = time.monotonic()
         try:
             try:
-                response = request.open("GET", url)
-                status, headers, body = response.getcode(), response.headers, response.read()
+                response = request.open(method, url, headers=headers, data=b"" if method == "POST" else None)
+                status, headers_in, body = response.getcode(), response.headers, response.read()
             except HTTPError as exc:
-                status, headers, body = exc.code, exc.headers, _read_error_body(exc)
+                status, headers_in, body = exc.code, exc.headers, _read_error_body(exc)
         except (URLError, OSError, HTTPException, ValueError, UrlsConnectionError) as exc:
-            raise FetchError(f"GET {url}: {describe_error(exc, self.timeout)}") from exc
-        return Reply(status, body, headers, (time.monotonic() - clock) * 1000.0, started)
+            raise FetchError(f"{method} {url}: {describe_error(exc, self.timeout)}") from exc
+        return Reply(status, body, headers_in, (time.monotonic() - clock) * 1000.0, started)
+
+
+# Answers that refuse a request without credentials: a login redirect (OAuth), 401, or 403.
+REFUSED_STATUSES = (301, 302, 303, 307, 308, 401, 403)
+
+
+def refused_without_credentials(client: FlowerClient, paths: tuple[str, ...]) -> tuple[bool, str]:
+    """Whether every path refuses a request that carries no credentials, and what each answered."""
+    problems = []
+    for path in paths:
+        try:
+            reply = client.get(path, authenticated=False)
+        except FetchError as exc:
+            problems.append(str(exc))
+            continue
+        if 200 <= reply.status < 300:
+            problems.append(f"{path} answered HTTP {reply.status} without credentials: authentication is not enforced")
+        elif reply.status not in REFUSED_STATUSES:
+            problems.append(f"{path} answered {reply.describe()} without credentials (expected 401)")
+    if problems:
+        return False, "; ".join(problems)
+    return True, "requests without credentials are refused (" + ", ".join(paths) + ")"
+
+
+def url_problem(url: str) -> str:
+    """Why url is not an absolute http(s) URL a client can use, or "" when it is."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"url must be an absolute http:// or https:// URL, got {url!r}"
+    try:
+        port = parts.port
+    except ValueError as exc:
+        return f"url has an invalid port: {exc}"
+    if port == 0:
+        return "url has an invalid port: 0"
+    return ""
 
 
 def _read_error_body(exc: HTTPError) -> bytes:

@@ -73,14 +73,14 @@ def module_env() -> dict[str, str]:
     return env
 
 
-def run_module(directory: Path, args: dict[str, object]) -> ModuleRun:
-    """Run library/flower_health.py the way Ansible does: a child Python reading ANSIBLE_MODULE_ARGS from a file,
+def run_module(directory: Path, args: dict[str, object], module: Path = MODULE) -> ModuleRun:
+    """Run a module of library/ (flower_health.py unless told) the way Ansible does: a child Python reading ANSIBLE_MODULE_ARGS from a file,
     importing the project's module_utils/ as ansible.module_utils (see module_runner.py)."""
     args_file = directory / f"args-{time.monotonic_ns()}.json"
     args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
     started = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, str(RUNNER), str(MODULE), str(args_file)],
+        [sys.executable, str(RUNNER), str(module), str(args_file)],
         capture_output=True,
         text=True,
         timeout=90,

@@ -1,0 +1,874 @@
+#!/usr/bin/python
+
+# Copyright: (c) 2026, flowerops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+# validate-modules requires DOCUMENTATION, EXAMPLES and RETURN above every import but __future__.
+# ruff: noqa: E402
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: flower_checklist
+short_description: Audit a Flower host against the 16-item production checklist
+version_added: "1.0.0"
+description:
+  - Observes the live host (systemd, the firewall, logrotate, the backup archives, Flower's configuration in force)
+    and its front door (nginx, over its local Unix socket) and judges each item of the production checklist
+    C(PASS), C(FAIL) or C(WAIVED), with the evidence it saw.
+  - Read-only; never changes anything, so it reports C(changed=false) and behaves the same in check mode. The one
+    load it puts on the host is item 14's bounded burst of unauthenticated requests, which stops at the first
+    HTTP 429 or after O(burst_max) requests.
+  - The module does not fail when items fail, so that the caller can write its reports first; RV(failed_items)
+    lists them. It fails only on bad arguments.
+  - Items that need what only another host or the caller can see take it as arguments, already observed - the
+    flower_health module's result (O(health)) and what the monitoring host's Prometheus reports (O(monitoring)).
+author:
+  - flowerops contributors (@flowerops)
+options:
+  url:
+    description:
+      - Public base URL of Flower behind nginx, prefix included, for example C(https://flower.example.com/flower).
+    type: str
+    required: true
+  unix_socket:
+    description:
+      - nginx's local HTTPS listener on this host; requests go there, with the host of O(url) as the TLS server
+        name and C(Host) header. Without it, requests go to O(url) itself.
+    type: path
+  ca_path:
+    description:
+      - PEM file of CA certificates to verify nginx's certificate with, instead of the system's.
+    type: path
+  timeout:
+    description:
+      - Seconds to wait for each request and each command.
+    type: float
+    default: 10
+  cert_min_days:
+    description:
+      - Item 2 fails when the served certificate expires in fewer days.
+    type: int
+    default: 14
+  health:
+    description:
+      - The result of the flower_health module run through the same front door (its RV(checks) are used as
+        evidence for items 2 and 3). Optional.
+    type: dict
+    default: {}
+  service:
+    description:
+      - Flower's systemd unit.
+    type: str
+    default: flower.service
+  forbidden_ports:
+    description:
+      - TCP ports no firewall rule may open (item 4), besides every port Flower itself listens on.
+    type: list
+    elements: int
+    default: [5555, 6379]
+  memory_base_mib:
+    description:
+      - The memory rule (item 8) - Flower needs O(memory_save_factor) x (O(memory_base_mib) MiB +
+        O(memory_per_task_kib) KiB x C(max_tasks)) while it saves its state; that must fit the unit's C(MemoryMax).
+    type: float
+    default: 57
+  memory_per_task_kib:
+    description:
+      - See O(memory_base_mib).
+    type: float
+    default: 6.5
+  memory_save_factor:
+    description:
+      - See O(memory_base_mib).
+    type: float
+    default: 1.6
+  backup_timer:
+    description:
+      - The backup's systemd timer (item 11). Its service's command line names the backup script and its settings
+        file (with C(backup_dir)); its calendar gives the interval.
+    type: str
+    default: flower-backup.timer
+  logrotate_files:
+    description:
+      - logrotate files that must be valid (item 12), checked with C(logrotate --debug).
+    type: list
+    elements: path
+    default: []
+  headers:
+    description:
+      - Response headers that must be on every answer (item 13).
+    type: list
+    elements: str
+    default:
+      - Strict-Transport-Security
+      - X-Content-Type-Options
+      - X-Frame-Options
+      - Referrer-Policy
+      - Content-Security-Policy
+      - Permissions-Policy
+  burst_max:
+    description:
+      - Item 14 sends at most this many unauthenticated requests to C(<url>/api/workers), one after the other,
+        and passes at the first HTTP 429.
+    type: int
+    default: 100
+  monitoring:
+    description:
+      - What the monitoring host saw (item 9 and 10), gathered by the caller there.
+      - C(host) - its name. C(targets) - Prometheus' active targets (C(/api/v1/targets) C(data.activeTargets)).
+        C(rules_file) - the alert rule file's path; C(rules_file_exists) - whether it is there;
+        C(rules_check_rc) and C(rules_check_output) - C(promtool check rules) on it; C(rule_groups) - the names of
+        the rule groups Prometheus has loaded.
+    type: dict
+    default: {}
+  external_prometheus:
+    description:
+      - Declares that a Prometheus outside this project scrapes the host (item 9); the text names it and is the
+        evidence. Item 10 then needs a waiver saying where the rules live.
+    type: str
+    default: ""
+  runbook:
+    description:
+      - The operator runbook installed on the host (item 15); it carries a line C(Last reviewed - YYYY-MM-DD).
+    type: path
+    default: /usr/local/share/doc/flowerops/runbook.md
+  runbook_max_age_days:
+    description:
+      - Item 15 fails when the runbook's last review is older than this many days.
+    type: int
+    default: 180
+  users:
+    description:
+      - Logins to test (item 16); each must be let in, and each C(viewer) must be refused a write.
+      - Empty when nobody can log in with a password (OAuth); item 16 then fails unless waived.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: User name.
+        type: str
+        required: true
+      password:
+        description: Password.
+        type: str
+        required: true
+      role:
+        description: C(admin) or C(viewer).
+        type: str
+        choices: [admin, viewer]
+        default: admin
+  waivers:
+    description:
+      - Items not to fail, by number, each with the reason the report shows (mandatory). A waived item is still
+        observed and its evidence reported.
+    type: dict
+    default: {}
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    support: none
+  platform:
+    description: Target OS/families that can be operated against.
+    support: full
+    platforms: posix
+notes:
+  - Runs as root - it reads C(ufw status), C(/proc) of Flower's process and Flower's database, and connects to
+    nginx's root-only local socket.
+  - Each item's observation, in short - 1 anonymous requests refused; 2 certificate verified for the name, days
+    left, HTTP redirects to HTTPS; 3 Flower's process listens only on loopback or a Unix socket, and answers
+    through nginx; 4 ufw active, default deny incoming, no rule for a forbidden port; 5 unit enabled and active;
+    6 the unit's cgroup has a memory and CPU limit; 7 C(persistent) on in the configuration Flower runs with, and
+    its database opens with Flower's Python; 8 C(max_tasks) set and its memory need fits C(MemoryMax); 9 Flower's
+    metrics answer, and Prometheus scrapes this host (target up) or an external one is declared; 10 rule file
+    present, C(promtool check rules) passes, and Prometheus loaded it; 11 timer active, newest archive younger than
+    twice the timer's interval, and it verifies; 12 logrotate files valid; 13 header set on a refused and on an
+    admitted answer; 14 a burst gets HTTP 429; 15 runbook present and reviewed recently; 16 every user logs in and
+    every viewer is refused a write.
+requirements:
+  - ufw, logrotate, systemd, iproute2 (C(ss)) on the host
+"""
+
+EXAMPLES = r"""
+- name: Audit this Flower host
+  flower_checklist:
+    url: https://flower.example.com
+    unix_socket: /run/flower-proxy/https.sock
+    health: "{{ flower_health_result }}"
+    logrotate_files: [/etc/logrotate.d/flower, /etc/logrotate.d/flower-nginx]
+    users: "{{ flower_proxy_users }}"
+    waivers:
+      "15": "Runbook review scheduled for the 3rd; ticket OPS-123"
+  register: checklist
+  no_log: true  # the users' passwords
+"""
+
+RETURN = r"""
+items:
+  description: The 16 items, in order.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    id:
+      description: Item number, 1 to 16.
+      type: int
+      returned: always
+    name:
+      description: The checklist's wording.
+      type: str
+      returned: always
+    status:
+      description: C(PASS), C(FAIL), or C(WAIVED) (whatever was observed).
+      type: str
+      returned: always
+    evidence:
+      description: What was observed.
+      type: str
+      returned: always
+    waiver:
+      description: The waiver's reason; empty unless waived.
+      type: str
+      returned: always
+  sample:
+    - id: 5
+      name: systemd service installed and enabled
+      status: PASS
+      evidence: flower.service enabled, active (running)
+      waiver: ""
+failed_items:
+  description: Numbers of the items that failed (waived items are not listed).
+  returned: always
+  type: list
+  elements: int
+  sample: [4, 11]
+passed:
+  description: Whether no item failed.
+  returned: always
+  type: bool
+"""
+
+import ast
+import json
+import os
+import re
+import shlex
+import ssl
+import time
+from datetime import date
+from typing import Callable, NamedTuple
+from urllib.parse import urlsplit
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.flower_probe import (
+    FetchError,
+    FlowerClient,
+    refused_without_credentials,
+    tls_days_left,
+    url_problem,
+)
+
+PASS = "PASS"
+FAIL = "FAIL"
+WAIVED = "WAIVED"
+
+NAMES = {
+    1: "Authentication enabled",
+    2: "HTTPS configured",
+    3: "Reverse proxy in front",
+    4: "Firewall rules configured",
+    5: "systemd service installed and enabled",
+    6: "Resource limits set",
+    7: "Database persistence enabled",
+    8: "Task retention limit configured",
+    9: "Monitoring integrated (Prometheus)",
+    10: "Alerting rules configured",
+    11: "Backup strategy for flower.db",
+    12: "Log rotation configured",
+    13: "Security headers enabled",
+    14: "Rate limiting configured",
+    15: "Documentation updated",
+    16: "Team access tested",
+}
+# A task name no worker has: a write that reaches Flower gets 404 "Unknown task" and changes nothing.
+HARMLESS_WRITE = "/api/task/async-apply/flowerops.checklist.no-such-task"
+DBM_SUFFIXES = ("", ".db", ".dat", ".pag")
+REVIEWED = re.compile(r"Last reviewed:\s*(\d{4}-\d{2}-\d{2})")
+
+
+class Verdict(NamedTuple):
+    ok: bool
+    evidence: str
+
+
+class Audit:
+    """The observations behind the items; each item_N method returns a Verdict."""
+
+    def __init__(self, module: AnsibleModule) -> None:
+        self.module = module
+        self.params = module.params
+        self.client = self.make_client()
+        self.unit = self.systemctl_show(
+            self.params["service"],
+            "UnitFileState ActiveState SubState MainPID ControlGroup MemoryMax CPUQuotaPerSecUSec ExecStart",
+        )
+        self.pid = int(self.unit.get("MainPID") or 0)
+        self.config = self.flower_config()
+
+    # --- helpers ---
+
+    def make_client(self, username: str | None = None, password: str | None = None) -> FlowerClient:
+        return FlowerClient(
+            self.params["url"],
+            username=username,
+            password=password,
+            timeout=self.params["timeout"],
+            ca_path=self.params["ca_path"],
+            unix_socket=self.params["unix_socket"],
+            agent="flowerops-flower_checklist",
+        )
+
+    def run(self, argv: list[str]) -> tuple[int, str]:
+        """A command's exit status and output; 127 when it is not installed (the item then fails, saying so)."""
+        if not os.path.isabs(argv[0]) and not self.module.get_bin_path(argv[0]):
+            return 127, f"{argv[0]} is not installed"
+        rc, out, err = self.module.run_command(argv, environ_update={"LC_ALL": "C"})
+        return rc, (out + err).strip()
+
+    def systemctl_show(self, unit: str, properties: str) -> dict[str, str]:
+        rc, out = self.run(["systemctl", "show", unit, "--property=" + ",".join(properties.split())])
+        if rc != 0:
+            return {}
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+    def cmdline(self) -> list[str]:
+        try:
+            with open(f"/proc/{self.pid}/cmdline", "rb") as handle:
+                return [arg.decode() for arg in handle.read().split(b"\0") if arg]
+        except OSError:
+            return []
+
+    def flower_config(self) -> dict[str, object]:
+        """Flower's options in force: its --conf file's literal assignments, then its command-line options."""
+        argv = self.cmdline()
+        options: dict[str, object] = {}
+        conf = next((arg.split("=", 1)[1] for arg in argv if arg.startswith("--conf=")), "")
+        if conf:
+            cwd = os.readlink(f"/proc/{self.pid}/cwd") if self.pid else "/"
+            options.update(_literal_assignments(os.path.join(cwd, conf)))
+        for arg in argv:
+            if arg.startswith("--") and "=" in arg:
+                key, value = arg[2:].split("=", 1)
+                options[key] = value
+        options["_argv"] = argv
+        return options
+
+    def listeners(self) -> list[str]:
+        """Local addresses Flower's process listens on: TCP host:port, and Unix socket paths."""
+        rc, out = self.run(["ss", "-Hlnp"])
+        if rc != 0 or not self.pid:
+            return []
+        # netid state recv-q send-q local-address peer-address users:(("name",pid=N,fd=N))
+        return [line.split()[4] for line in out.splitlines() if f"pid={self.pid}," in line and len(line.split()) > 4]
+
+    # --- the items ---
+
+    def item_1(self) -> Verdict:
+        prefix_paths = ("/", "/api/workers", "/workers?json=1")
+        ok, detail = refused_without_credentials(self.client, prefix_paths)
+        return Verdict(ok, detail)
+
+    def item_2(self) -> Verdict:
+        parts = urlsplit(self.params["url"])
+        if parts.scheme != "https":
+            return Verdict(False, f"{self.params['url']} is not HTTPS")
+        problems, seen = [], []
+        try:
+            reply = self.client.get("/healthcheck", authenticated=False)
+            seen.append(f"certificate verified for {parts.hostname} (HTTP {reply.status})")
+        except FetchError as exc:
+            problems.append(str(exc))
+        try:
+            days = tls_days_left(self.params["url"], self.params["timeout"], self.params["unix_socket"])
+            line = f"expires in {days} days (min {self.params['cert_min_days']})"
+            (seen if days >= self.params["cert_min_days"] else problems).append(line)
+        except FetchError as exc:
+            problems.append(str(exc))
+        redirect = self.http_redirect(parts.hostname or "")
+        (problems if redirect.startswith("!") else seen).append(redirect.lstrip("!"))
+        return Verdict(not problems, "; ".join(problems + seen))
+
+    def http_redirect(self, hostname: str) -> str:
+        """Port 80 on loopback with the public name: it must send the browser to https://."""
+        plain = FlowerClient(f"http://127.0.0.1{urlsplit(self.params['url']).path}", timeout=self.params["timeout"])
+        try:
+            reply = plain.request("GET", "/", authenticated=False, headers={"Host": hostname})
+        except FetchError as exc:
+            return f"!port 80: {exc}"
+        location = reply.header("Location") or ""
+        if reply.status in (301, 308) and location.startswith("https://"):
+            return f"HTTP redirects to HTTPS ({reply.status} {location})"
+        return f"!port 80 answered {reply.describe()}, not a redirect to https://"
+
+    def item_3(self) -> Verdict:
+        if self.pid == 0:
+            return Verdict(False, f"{self.params['service']} has no running process")
+        listening = self.listeners()
+        exposed = [address for address in listening if not _local_only(address)]
+        problems = [f"Flower listens on {', '.join(exposed)}"] if exposed else []
+        try:
+            reply = self.client.get("/healthcheck", authenticated=False)
+            through = f"nginx answers /healthcheck with HTTP {reply.status}"
+            if reply.status != 200 or reply.text().strip() != "OK":
+                problems.append(through)
+        except FetchError as exc:
+            problems.append(str(exc))
+            through = ""
+        health = [c for c in self.params["health"].get("checks", []) if c.get("name") in ("healthcheck", "api")]
+        for check in health:
+            if not check.get("ok"):
+                problems.append(f"flower_health {check['name']}: {check.get('detail')}")
+        seen = [f"Flower listens only on {', '.join(listening) or 'nothing'}", through]
+        seen += [f"flower_health {c['name']}: {c.get('detail')}" for c in health if c.get("ok")]
+        return Verdict(not problems, "; ".join(problems + [s for s in seen if s]))
+
+    def item_4(self) -> Verdict:
+        rc, out = self.run(["ufw", "status", "verbose"])
+        if rc != 0:
+            return Verdict(False, f"ufw status: {out or 'failed'}")
+        problems = []
+        if "Status: active" not in out:
+            problems.append("ufw is not active")
+        default = next((line for line in out.splitlines() if line.startswith("Default:")), "Default: ?")
+        if "deny (incoming)" not in default and "reject (incoming)" not in default:
+            problems.append(f"incoming is not denied by default ({default})")
+        ports = set(self.params["forbidden_ports"]) | {_port(a) for a in self.listeners() if _port(a)}
+        for line in out.splitlines():
+            words = line.split()
+            if "ALLOW" in words and words and _rule_ports(words[0]) & ports:
+                problems.append(f"a rule opens a forbidden port: {' '.join(words)}")
+        seen = f"ufw active, {default.strip()}; no rule opens {', '.join(str(p) for p in sorted(ports))}"
+        return Verdict(not problems, "; ".join(problems) if problems else seen)
+
+    def item_5(self) -> Verdict:
+        state = self.unit.get("UnitFileState", "not installed") or "not installed"
+        active = f"{self.unit.get('ActiveState', '?')} ({self.unit.get('SubState', '?')})"
+        ok = state == "enabled" and self.unit.get("ActiveState") == "active"
+        return Verdict(ok, f"{self.params['service']} {state}, {active}")
+
+    def item_6(self) -> Verdict:
+        group = self.unit.get("ControlGroup", "")
+        memory = _read(f"/sys/fs/cgroup{group}/memory.max") if group else ""
+        cpu = _read(f"/sys/fs/cgroup{group}/cpu.max") if group else ""
+        memory = memory or self.unit.get("MemoryMax", "")
+        cpu_ok = bool(cpu) and not cpu.startswith("max")
+        if not cpu:
+            cpu = self.unit.get("CPUQuotaPerSecUSec", "")
+            cpu_ok = cpu not in ("", "infinity")
+        memory_ok = memory not in ("", "max", "infinity")
+        evidence = f"memory.max {memory or '?'}, cpu.max {cpu or '?'} (cgroup {group or '?'})"
+        return Verdict(memory_ok and cpu_ok and self.pid > 0, evidence)
+
+    def item_7(self) -> Verdict:
+        persistent = _truthy(self.config.get("persistent", False))
+        if not persistent:
+            return Verdict(False, "Flower runs with persistent off")
+        db = str(self.config.get("db", "flower"))
+        if not os.path.isabs(db) and self.pid:
+            db = os.path.join(os.readlink(f"/proc/{self.pid}/cwd"), db)
+        files = [db + suffix for suffix in DBM_SUFFIXES if os.path.isfile(db + suffix)]
+        if not files:
+            return Verdict(False, f"persistent on, but no database at {db} (Flower saves on its save interval)")
+        python = os.path.join(os.path.dirname(str(self.config["_argv"][0])), "python") if self.config["_argv"] else ""
+        code = "import dbm, sys; db = dbm.open(sys.argv[1], 'r'); print(len(db.keys())); db.close()"
+        rc, out = self.run([python or "python3", "-c", code, db])
+        if rc != 0:
+            return Verdict(False, f"persistent on; {files[0]} does not open with Flower's Python: {out[-200:]}")
+        return Verdict(True, f"persistent on; {', '.join(files)} opens with Flower's Python ({out} keys)")
+
+    def item_8(self) -> Verdict:
+        raw = self.config.get("max_tasks")
+        try:
+            max_tasks = int(str(raw))
+        except ValueError:
+            return Verdict(False, f"max_tasks is not set in Flower's configuration (Flower's default is 100000; {raw})")
+        params = self.params
+        need = params["memory_save_factor"] * (
+            params["memory_base_mib"] * 1048576 + params["memory_per_task_kib"] * 1024 * max_tasks
+        )
+        limit = self.unit.get("MemoryMax", "infinity")
+        if not limit.isdigit():
+            return Verdict(False, f"max_tasks {max_tasks}, but no MemoryMax bounds it")
+        ok = max_tasks > 0 and need <= int(limit)
+        evidence = f"max_tasks {max_tasks}: a state save needs ~{need / 1048576:.0f} MiB"
+        return Verdict(ok, f"{evidence}, MemoryMax {int(limit) // 1048576} MiB")
+
+    def item_9(self) -> Verdict:
+        problems, seen = [], []
+        try:
+            reply = self.client.get("/metrics", authenticated=False)
+            if reply.status == 200 and "flower_" in reply.text():
+                seen.append(f"/metrics answers through nginx ({len(reply.body)} bytes)")
+            else:
+                problems.append(f"/metrics answered {reply.describe()}")
+        except FetchError as exc:
+            problems.append(str(exc))
+        monitoring = self.params["monitoring"]
+        host = urlsplit(self.params["url"]).hostname or ""
+        path = urlsplit(self.params["url"]).path.rstrip("/") + "/metrics"
+        if monitoring:
+            mine = [
+                t
+                for t in monitoring.get("targets", [])
+                if (t.get("labels") or {}).get("job") == "flower"
+                and path == urlsplit(t.get("scrapeUrl", "")).path
+                and (t.get("discoveredLabels") or {}).get("__tls_server_name", host) in (host, "")
+                and _names_host(t, host)
+            ]
+            up = [t for t in mine if t.get("health") == "up"]
+            if up:
+                seen.append(f"Prometheus on {monitoring.get('host')} scrapes {up[0].get('scrapeUrl')}: up")
+            elif mine:
+                problems.append(
+                    f"Prometheus on {monitoring.get('host')} scrapes {mine[0].get('scrapeUrl')}: "
+                    f"{mine[0].get('health')} ({mine[0].get('lastError')})"
+                )
+            else:
+                problems.append(f"Prometheus on {monitoring.get('host')} has no target for {host}{path}")
+        elif self.params["external_prometheus"]:
+            seen.append(f"external Prometheus declared: {self.params['external_prometheus']}")
+        else:
+            problems.append("no Prometheus scrapes this host (no monitoring host, none declared)")
+        return Verdict(not problems, "; ".join(problems + seen))
+
+    def item_10(self) -> Verdict:
+        monitoring = self.params["monitoring"]
+        if not monitoring:
+            return Verdict(False, "no monitoring host to check the alert rules on")
+        where = f"{monitoring.get('rules_file')} on {monitoring.get('host')}"
+        if not monitoring.get("rules_file_exists"):
+            return Verdict(False, f"{where} is missing")
+        output = " ".join(str(monitoring.get("rules_check_output", "")).split())
+        if monitoring.get("rules_check_rc") != 0:
+            return Verdict(False, f"promtool check rules {where}: {output[-300:]}")
+        groups = monitoring.get("rule_groups", [])
+        if not groups:
+            return Verdict(False, f"{where} passes promtool ({output[-120:]}), but Prometheus has loaded no rules")
+        return Verdict(True, f"{where}: {output[-120:]}; Prometheus loaded groups {', '.join(groups)}")
+
+    def item_11(self) -> Verdict:
+        timer = self.params["backup_timer"]
+        state = self.systemctl_show(timer, "ActiveState UnitFileState TimersCalendar Unit")
+        if state.get("ActiveState") != "active":
+            return Verdict(
+                False, f"{timer} is {state.get('ActiveState', 'missing')} ({state.get('UnitFileState', '?')})"
+            )
+        interval = self.timer_interval(state.get("TimersCalendar", ""))
+        service = self.systemctl_show(state.get("Unit", ""), "ExecStart User")
+        argv = _exec_argv(service.get("ExecStart", ""))
+        config_path = next((argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--config"), "")
+        try:
+            with open(config_path, encoding="utf-8") as handle:
+                backup_dir = json.load(handle)["backup_dir"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return Verdict(
+                False, f"{timer} active, but its settings ({config_path or 'no --config'}) unreadable: {exc}"
+            )
+        archives = sorted(
+            (os.path.getmtime(os.path.join(backup_dir, name)), name)
+            for name in _listdir(backup_dir)
+            if name.startswith("flower-") and name.endswith(".tar.gz")
+        )
+        if not archives:
+            return Verdict(False, f"{timer} active, but no archive in {backup_dir}")
+        stamp, newest = archives[-1]
+        age = time.time() - stamp
+        problems = []
+        if interval and age > 2 * interval:
+            problems.append(f"newest archive {newest} is {age / 3600:.1f} h old (interval {interval / 3600:.1f} h)")
+        cut = argv.index("--config") if "--config" in argv else len(argv)
+        # As the backup's own user: verify takes the backup directory's lock file, which root must not own.
+        runas = ["runuser", "-u", service["User"], "--"] if service.get("User") else []
+        rc, out = self.run(runas + argv[:cut] + ["--config", config_path, "verify", "--archive", newest])
+        if rc != 0:
+            problems.append(f"{newest} does not verify: {out[-200:]}")
+        seen = f"{timer} active; newest {newest}, {age / 60:.0f} min old (interval {interval / 60:.0f} min)"
+        seen += f"; verifies: {out[-120:]}"
+        return Verdict(not problems, "; ".join(problems) if problems else seen)
+
+    def timer_interval(self, calendar: str) -> float:
+        """Seconds between the timer's next two elapses, from its OnCalendar expression."""
+        match = re.search(r"OnCalendar=([^;]+);", calendar)
+        if not match:
+            return 0.0
+        rc, out = self.run(["systemd-analyze", "calendar", "--iterations=2", match.group(1).strip()])
+        stamps = re.findall(r"(?:Next elapse|Iter\. #\d+): \S+ (\S+ \S+)", out)
+        if rc != 0 or len(stamps) < 2:
+            return 0.0
+        first, second = (time.mktime(time.strptime(s, "%Y-%m-%d %H:%M:%S")) for s in stamps[:2])
+        return second - first
+
+    def item_12(self) -> Verdict:
+        files = self.params["logrotate_files"]
+        if not files:
+            return Verdict(False, "no logrotate file given")
+        problems, seen = [], []
+        for path in files:
+            if not os.path.isfile(path):
+                problems.append(f"{path} is missing")
+                continue
+            rc, out = self.run(["logrotate", "--debug", path])
+            errors = [line for line in out.splitlines() if line.startswith("error")]
+            if rc != 0 or errors:
+                problems.append(f"{path}: {'; '.join(errors) or out[-200:]}")
+            else:
+                logs = len(re.findall(r"considering log", out))
+                seen.append(f"{path} valid ({logs} logs)")
+        return Verdict(not problems, "; ".join(problems + seen))
+
+    def item_13(self) -> Verdict:
+        admin = next((user for user in self.params["users"] if user["role"] == "admin"), None)
+        answers = [("anonymous /", self.client, False)]
+        if admin:
+            answers.append((f"{admin['name']} /", self.make_client(admin["name"], admin["password"]), True))
+        problems, seen = [], []
+        for label, client, authenticated in answers:
+            try:
+                reply = client.get("/", authenticated=authenticated)
+            except FetchError as exc:
+                problems.append(str(exc))
+                continue
+            missing = [name for name in self.params["headers"] if not reply.header(name)]
+            if missing:
+                problems.append(f"{label} (HTTP {reply.status}) lacks {', '.join(missing)}")
+            else:
+                seen.append(f"{label} (HTTP {reply.status})")
+        evidence = "; ".join(problems) or f"{', '.join(self.params['headers'])} on " + ", ".join(seen)
+        return Verdict(not problems, evidence)
+
+    def item_14(self) -> Verdict:
+        statuses: dict[int, int] = {}
+        for sent in range(1, self.params["burst_max"] + 1):
+            try:
+                reply = self.client.get("/api/workers", authenticated=False)
+            except FetchError as exc:
+                return Verdict(False, f"after {sent - 1} requests: {exc}")
+            statuses[reply.status] = statuses.get(reply.status, 0) + 1
+            if reply.status == 429:
+                return Verdict(True, f"HTTP 429 after {sent} requests in a burst to /api/workers")
+        counts = ", ".join(f"{count} x HTTP {status}" for status, count in sorted(statuses.items()))
+        return Verdict(False, f"no HTTP 429 in {self.params['burst_max']} requests ({counts})")
+
+    def item_15(self) -> Verdict:
+        path = self.params["runbook"]
+        text = _read(path, limit=200_000)
+        if not text:
+            return Verdict(False, f"no runbook at {path}")
+        match = REVIEWED.search(text)
+        if not match:
+            return Verdict(False, f"{path} has no 'Last reviewed: YYYY-MM-DD' line")
+        try:
+            age = (date.today() - date.fromisoformat(match.group(1))).days
+        except ValueError:
+            return Verdict(False, f"{path}: last reviewed {match.group(1)!r} is not a date")
+        limit = self.params["runbook_max_age_days"]
+        return Verdict(0 <= age <= limit, f"{path} last reviewed {match.group(1)}, {age} days ago (max {limit})")
+
+    def item_16(self) -> Verdict:
+        users = self.params["users"]
+        if not users:
+            return Verdict(
+                False, "no password logins to test (OAuth): test team access by hand and waive with the date"
+            )
+        problems, seen = [], []
+        for user in users:
+            client = self.make_client(user["name"], user["password"])
+            try:
+                reply = client.get("/api/workers")
+                if reply.status != 200:
+                    problems.append(f"{user['name']} cannot log in ({reply.describe()})")
+                    continue
+                seen.append(f"{user['name']} ({user['role']}) logs in")
+                if user["role"] == "viewer":
+                    write = client.request("POST", HARMLESS_WRITE)
+                    if write.status != 403:
+                        problems.append(f"viewer {user['name']} was not refused a write ({write.describe()})")
+                    else:
+                        seen.append(f"{user['name']}'s write refused (403)")
+            except FetchError as exc:
+                problems.append(str(exc))
+        return Verdict(not problems, "; ".join(problems + seen))
+
+
+# The burst (14) comes last: it spends the rate limit's allowance the other requests need.
+ORDER = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 15, 16, 14)
+
+
+def _literal_assignments(path: str) -> dict[str, object]:
+    """NAME = <literal> lines of a Python config file; other statements are ignored."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            tree = ast.parse(handle.read(), path)
+    except (OSError, SyntaxError, ValueError):
+        return {}
+    found: dict[str, object] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                found[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                continue
+    return found
+
+
+def _truthy(value: object) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+def _local_only(address: str) -> bool:
+    """A Unix socket path, or a loopback TCP address."""
+    if address.startswith("/") or address.startswith("@"):
+        return True
+    host = address.rsplit(":", 1)[0].strip("[]")
+    return host.startswith("127.") or host in ("::1", "localhost")
+
+
+def _port(address: str) -> int:
+    tail = address.rsplit(":", 1)[-1] if ":" in address and not address.startswith("/") else ""
+    return int(tail) if tail.isdigit() else 0
+
+
+def _rule_ports(target: str) -> set[int]:
+    """Ports of a ufw rule's target column (5555, 5555/tcp, 6000:6010/tcp, 80,443/tcp)."""
+    ports: set[int] = set()
+    for part in target.split("/")[0].split(","):
+        low, _, high = part.partition(":")
+        if low.isdigit():
+            ports.update(range(int(low), int(high or low) + 1))
+    return ports
+
+
+def _names_host(target: dict, host: str) -> bool:
+    """Whether a Prometheus target is this Flower host: by its address, its TLS server name, or its instance."""
+    labels = target.get("labels") or {}
+    discovered = target.get("discoveredLabels") or {}
+    names = (labels.get("instance", ""), discovered.get("__address__", ""), target.get("scrapeUrl", ""))
+    return any(host in name for name in names) or bool(discovered.get("server_name") == host)
+
+
+def _exec_argv(exec_start: str) -> list[str]:
+    """argv of systemctl show's ExecStart={ path=... ; argv[]=... ; ... }."""
+    match = re.search(r"argv\[\]=(.*?) ;", exec_start)
+    return shlex.split(match.group(1)) if match else []
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
+def _read(path: str, limit: int = 4096) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.read(limit).strip()
+    except OSError:
+        return ""
+
+
+def audit(module: AnsibleModule, waivers: dict[int, str]) -> list[dict[str, object]]:
+    auditor = Audit(module)
+    results: dict[int, dict[str, object]] = {}
+    for number in ORDER:
+        check: Callable[[], Verdict] = getattr(auditor, f"item_{number}")
+        try:
+            verdict = check()
+        except (OSError, ValueError, KeyError, TypeError, IndexError, ssl.SSLError) as exc:
+            verdict = Verdict(False, f"could not be observed: {type(exc).__name__}: {exc}")
+        status = WAIVED if number in waivers else (PASS if verdict.ok else FAIL)
+        results[number] = dict(
+            id=number, name=NAMES[number], status=status, evidence=verdict.evidence, waiver=waivers.get(number, "")
+        )
+    return [results[number] for number in sorted(results)]
+
+
+def parse_waivers(module: AnsibleModule) -> dict[int, str]:
+    waivers: dict[int, str] = {}
+    for key, reason in module.params["waivers"].items():
+        if not str(key).isdigit() or int(key) not in NAMES:
+            module.fail_json(msg=f"waivers: {key!r} is not a checklist item (1 to 16)")
+        if not isinstance(reason, str) or not reason.strip():
+            module.fail_json(msg=f"waivers: item {key} needs a reason")
+        waivers[int(key)] = reason.strip()
+    return waivers
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=dict(
+            url=dict(type="str", required=True),
+            unix_socket=dict(type="path"),
+            ca_path=dict(type="path"),
+            timeout=dict(type="float", default=10),
+            cert_min_days=dict(type="int", default=14),
+            health=dict(type="dict", default={}),
+            service=dict(type="str", default="flower.service"),
+            forbidden_ports=dict(type="list", elements="int", default=[5555, 6379]),
+            memory_base_mib=dict(type="float", default=57),
+            memory_per_task_kib=dict(type="float", default=6.5),
+            memory_save_factor=dict(type="float", default=1.6),
+            backup_timer=dict(type="str", default="flower-backup.timer"),
+            logrotate_files=dict(type="list", elements="path", default=[]),
+            headers=dict(
+                type="list",
+                elements="str",
+                default=[
+                    "Strict-Transport-Security",
+                    "X-Content-Type-Options",
+                    "X-Frame-Options",
+                    "Referrer-Policy",
+                    "Content-Security-Policy",
+                    "Permissions-Policy",
+                ],
+            ),
+            burst_max=dict(type="int", default=100),
+            monitoring=dict(type="dict", default={}),
+            external_prometheus=dict(type="str", default=""),
+            runbook=dict(type="path", default="/usr/local/share/doc/flowerops/runbook.md"),
+            runbook_max_age_days=dict(type="int", default=180),
+            users=dict(
+                type="list",
+                elements="dict",
+                default=[],
+                options=dict(
+                    name=dict(type="str", required=True),
+                    password=dict(type="str", required=True, no_log=True),
+                    role=dict(type="str", choices=["admin", "viewer"], default="admin"),
+                ),
+            ),
+            waivers=dict(type="dict", default={}),
+        ),
+        supports_check_mode=True,
+    )
+    problem = url_problem(module.params["url"])
+    if problem:
+        module.fail_json(msg=problem)
+    for name in ("timeout", "burst_max"):
+        if module.params[name] <= 0:
+            module.fail_json(msg=f"{name} must be greater than 0")
+    waivers = parse_waivers(module)
+    items = audit(module, waivers)
+    failed = [item["id"] for item in items if item["status"] == FAIL]
+    module.exit_json(changed=False, items=items, failed_items=failed, passed=not failed)
+
+
+if __name__ == "__main__":
+    main()
