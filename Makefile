@@ -11,12 +11,13 @@ export ANSIBLE_ROLES_PATH := $(CURDIR)/roles
 export ANSIBLE_LIBRARY := $(CURDIR)/library
 export ANSIBLE_MODULE_UTILS := $(CURDIR)/module_utils
 
-.PHONY: help host-packages venv engine demo demo-destroy lint unit sanity molecule test docs
+.PHONY: help host-packages venv engine demo demo-destroy lint unit sanity promtool molecule test docs
 
 help:
 	@echo "make demo          local demo host with the whole stack (prints where to log in)"
 	@echo "make demo-destroy  remove the demo host and its generated secrets"
-	@echo "make test          lint + unit tests + module sanity + molecule test"
+	@echo "make test          lint + unit tests + module sanity + promtool + molecule test"
+	@echo "make promtool      check the monitoring role's Prometheus rules and config, run their unit tests"
 	@echo "make docs          regenerate the variable tables and defaults comments from the argument specs"
 
 # Debian packages first (scripts/host-packages.txt is the one list), so a
@@ -53,10 +54,20 @@ unit: venv
 sanity: venv
 	bash scripts/sanity.sh
 
+# Debian's promtool, unpacked under .cache/prometheus (not installed), checks
+# the monitoring role's rules and config rendered with its defaults, and runs
+# the rules' unit tests (tests/promtool).
+promtool: venv
+	bash scripts/promtool.sh >/dev/null
+	python scripts/render_monitoring.py --target flower-example=127.0.0.1:443,server_name=flower.example.com,queues >/dev/null
+	bash scripts/promtool.sh check rules .cache/monitoring/flower.yml
+	bash scripts/promtool.sh check config .cache/monitoring/prometheus.yml
+	bash scripts/promtool.sh test rules tests/promtool/*.test.yml
+
 molecule: venv engine
 	molecule test --all
 
-test: lint unit sanity molecule
+test: lint unit sanity promtool molecule
 
 docs: venv
 	python scripts/role_docs.py --write

@@ -74,8 +74,9 @@ def module_env() -> dict[str, str]:
 
 
 def run_module(directory: Path, args: dict[str, object], module: Path = MODULE) -> ModuleRun:
-    """Run a module of library/ (flower_health.py unless told) the way Ansible does: a child Python reading ANSIBLE_MODULE_ARGS from a file,
-    importing the project's module_utils/ as ansible.module_utils (see module_runner.py)."""
+    """Run a module of library/ (flower_health.py unless told) the way Ansible does: a child Python reading
+    ANSIBLE_MODULE_ARGS from a file, importing the project's module_utils/ as ansible.module_utils (see
+    module_runner.py)."""
     args_file = directory / f"args-{time.monotonic_ns()}.json"
     args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
     started = time.monotonic()

@@ -122,7 +122,9 @@ def test_listen_addresses(checklist: ModuleType) -> None:
 
 def test_flower_config_literals(checklist: ModuleType, tmp_path: Path) -> None:
     conf = tmp_path / "flowerconfig.py"
-    conf.write_text('import json\n_s = json.load(open("x"))\npersistent = True\nmax_tasks = 10000\ncookie_secret = _s["c"]\n')
+    conf.write_text(
+        'import json\n_s = json.load(open("x"))\npersistent = True\nmax_tasks = 10000\ncookie_secret = _s["c"]\n'
+    )
     assert checklist._literal_assignments(str(conf)) == {"persistent": True, "max_tasks": 10000}
 
 

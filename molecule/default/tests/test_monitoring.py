@@ -1,0 +1,130 @@
+"""Prometheus on the monitoring host (here the Flower host itself) scrapes Flower and the queue exporter through
+nginx over HTTPS, has the alert rules loaded, answers every Grafana panel's query with data, and the worker-offline
+alert goes pending, then firing, and reaches a webhook through Alertmanager when the sample worker stops."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.parse
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from conftest import INSTANCE, PROJECT_DIR, service_diagnostics, wait_for, wait_until_healthy
+
+DASHBOARD = PROJECT_DIR / "roles" / "flower_monitoring" / "files" / "flower-dashboard.json"
+RECEIVER = PROJECT_DIR / "tests" / "tools" / "alert_receiver.py"
+ALERTS_FILE = "/tmp/flowerops-alerts.jsonl"
+RECEIVER_PORT = 9099  # molecule.yml's flower_alerting_webhook_urls
+_GET = """
+import sys, urllib.request
+print(urllib.request.urlopen(sys.argv[1], timeout=20).read().decode())
+"""
+
+
+def prometheus(host: Any, path: str, **params: str) -> Any:
+    url = "http://127.0.0.1:9090" + path + ("?" + urllib.parse.urlencode(params) if params else "")
+    cmd = host.run("python3 -c %s %s", _GET, url)
+    assert cmd.rc == 0, cmd.stderr + service_diagnostics(host, "prometheus.service")
+    answer = json.loads(cmd.stdout)
+    assert answer["status"] == "success", answer
+    return answer["data"]
+
+
+def flower_targets(host: Any) -> list[dict]:
+    return [
+        target
+        for target in prometheus(host, "/api/v1/targets", state="active")["activeTargets"]
+        if target["labels"].get("job") in ("flower", "flower_queues")
+    ]
+
+
+def test_prometheus_scrapes_flower_and_the_queue_exporter_through_nginx(host: Any) -> None:
+    def all_up() -> list[dict] | None:
+        targets = flower_targets(host)
+        return targets if len(targets) == 2 and all(t["health"] == "up" for t in targets) else None
+
+    targets = wait_for(all_up, timeout=60)
+    assert targets, json.dumps(flower_targets(host), indent=1)
+    urls = sorted(target["scrapeUrl"] for target in targets)
+    assert urls == ["https://flower.molecule.test:443/metrics", "https://flower.molecule.test:443/metrics/queues"]
+    assert {target["labels"]["instance"] for target in targets} == {INSTANCE}
+
+
+def test_rules_and_config_pass_promtool_and_are_loaded(host: Any) -> None:
+    assert host.run("promtool check config /etc/prometheus/prometheus.yml").rc == 0
+    assert host.run("promtool check rules /etc/prometheus/rules/flower.yml").rc == 0
+    names = {rule["name"] for group in prometheus(host, "/api/v1/rules")["groups"] for rule in group["rules"]}
+    assert {"FlowerDown", "FlowerWorkerOffline", "FlowerTooFewWorkersOnline", "FlowerBlind"} <= names
+    assert {"FlowerTaskFailureRatioHigh", "FlowerQueueTooLong"} <= names
+
+
+def panel_queries() -> list[tuple[str, str]]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [
+        (panel["title"], target["expr"])
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+        if target.get("expr")
+    ]
+
+
+@pytest.mark.parametrize(("title", "expr"), panel_queries())
+def test_every_dashboard_panel_query_returns_data(host: Any, title: str, expr: str) -> None:
+    result = wait_for(lambda: prometheus(host, "/api/v1/query", query=expr)["result"], timeout=90, interval=5)
+    assert result, f"panel {title!r}: {expr} returned no data"
+
+
+@pytest.fixture
+def receiver(host: Any) -> Iterator[None]:
+    subprocess.run(["docker", "cp", str(RECEIVER), f"{INSTANCE}:/tmp/alert_receiver.py"], check=True, timeout=60)
+    host.run(f"rm -f {ALERTS_FILE}")
+    start = host.run(
+        "systemd-run --unit flowerops-test-alert-receiver --collect python3 /tmp/alert_receiver.py "
+        f"--port {RECEIVER_PORT} --output {ALERTS_FILE} --lifetime 300"
+    )
+    assert start.rc == 0, start.stderr
+    try:
+        yield
+    finally:
+        host.run("systemctl stop flowerops-test-alert-receiver")
+
+
+@pytest.fixture
+def worker_stopped(host: Any) -> Iterator[None]:
+    assert host.run("systemctl stop demo-worker.service").rc == 0
+    try:
+        yield
+    finally:
+        assert host.run("systemctl start demo-worker.service").rc == 0
+        wait_until_healthy(host)
+
+
+def alert_state(host: Any, name: str) -> str:
+    alerts = prometheus(host, "/api/v1/alerts")["alerts"]
+    states = [alert["state"] for alert in alerts if alert["labels"]["alertname"] == name]
+    return "firing" if "firing" in states else (states[0] if states else "")
+
+
+def delivered(host: Any, name: str) -> bool:
+    lines = host.run(f"cat {ALERTS_FILE}").stdout.splitlines()
+    return any(
+        alert["labels"].get("alertname") == name and alert["status"] == "firing"
+        for line in lines
+        for alert in json.loads(line).get("alerts", [])
+    )
+
+
+def test_worker_offline_alert_fires_and_reaches_the_webhook(host: Any, receiver: None, worker_stopped: None) -> None:
+    seen = set()
+
+    def firing() -> bool:
+        seen.add(alert_state(host, "FlowerWorkerOffline"))
+        return "firing" in seen
+
+    assert wait_for(firing, timeout=120, interval=2), f"FlowerWorkerOffline states seen: {seen}"
+    assert "pending" in seen  # it waited its `for` duration first
+    assert wait_for(lambda: delivered(host, "FlowerWorkerOffline"), timeout=90, interval=2), host.run(
+        f"cat {ALERTS_FILE}; journalctl -u prometheus-alertmanager -n 30 --no-pager"
+    ).stdout

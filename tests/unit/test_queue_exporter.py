@@ -1,0 +1,298 @@
+"""roles/flower_queue_exporter/files/flower_queue_exporter.py run as its unit runs it (Debian's /usr/bin/python3 -I),
+scraped over its Unix socket, asking real Flowers (conftest.py's `real_flower`) and small stdlib servers."""
+
+from __future__ import annotations
+
+import grp
+import http.client
+import json
+import os
+import re
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import redis
+from flower_stack import FLOWER_PASSWORD, FLOWER_USER, PROJECT, RealFlower, fetch_json, module_env, wait_for
+
+EXPORTER = PROJECT / "roles" / "flower_queue_exporter" / "files" / "flower_queue_exporter.py"
+# The unit runs the exporter with Debian's Python; fall back to the test's own where there is none.
+PYTHON = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+SAMPLE = re.compile(r"^([a-z_]+)(\{[^\n]*\})? (\S+)$")
+# A queue no worker consumes: the idle Flower watches Redis database 1, where no worker answers its inspection,
+# so it reports its default queue (celery), which nobody empties there.
+IDLE_DB = 1
+
+
+@dataclass
+class Scrape:
+    status: int
+    content_type: str
+    body: str
+
+    @property
+    def samples(self) -> dict[str, float]:
+        """{'name{labels}': value} of every sample line."""
+        samples = {}
+        for line in self.body.splitlines():
+            if not line.startswith("#"):
+                match = SAMPLE.match(line)
+                assert match, f"not an exposition-format sample: {line!r}"
+                samples[match[1] + (match[2] or "")] = float(match[3])
+        return samples
+
+
+class UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost", timeout=10)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
+def scrape(sock: str, path: str = "/metrics") -> Scrape:
+    """GET `path` from the exporter, as nginx does, over its Unix socket."""
+    connection = UnixConnection(sock)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return Scrape(response.status, response.getheader("Content-Type", ""), response.read().decode())
+    finally:
+        connection.close()
+
+
+@dataclass
+class Exporter:
+    socket: str
+    process: subprocess.Popen
+    log: Path
+
+    def scrape(self, path: str = "/metrics") -> Scrape:
+        return scrape(self.socket, path)
+
+    def errors(self) -> list[str]:
+        return [line for line in self.log.read_text().splitlines() if line.startswith("<3>")]
+
+
+@pytest.fixture
+def exporter(tmp_path: Path) -> Iterator[Callable[..., Exporter]]:
+    """exporter(*options, env=None): the exporter started on a socket of its own, stopped (SIGTERM) afterwards."""
+    started: list[Exporter] = []
+
+    def start(*options: str, env: dict[str, str] | None = None) -> Exporter:
+        sock = str(tmp_path / f"metrics-{len(started)}.sock")
+        log = tmp_path / f"exporter-{len(started)}.log"
+        process = subprocess.Popen(
+            [PYTHON, "-I", str(EXPORTER), "--listen", sock, *options],
+            stdout=subprocess.DEVNULL,
+            stderr=log.open("wb"),
+            env={**module_env(), **(env or {})},
+        )
+        started.append(Exporter(sock, process, log))
+        wait_for("the exporter's socket", lambda: Path(sock).exists() or process.poll() is not None, timeout=10)
+        assert process.poll() is None, log.read_text()
+        return started[-1]
+
+    yield start
+    for item in started:
+        item.process.terminate()
+        item.process.wait(timeout=5)
+        assert "Traceback" not in item.log.read_text(), item.log.read_text()
+        assert not Path(item.socket).exists(), "the exporter leaves its socket behind"
+
+
+@pytest.fixture(scope="module")
+def idle_flower(real_flower: RealFlower) -> Iterator[tuple[str, redis.Redis]]:
+    """A Flower on a Unix socket whose queues nobody consumes, and a client for its Redis database."""
+    stack = real_flower.stack
+    sock = str(stack.directory / "flower-idle.sock")
+    broker = f"redis://127.0.0.1:{stack.redis_port}/{IDLE_DB}"
+    stack.start_flower(
+        "flower-idle", [f"--unix_socket={sock}"], {"FLOWER_UNAUTHENTICATED_API": "true", "BROKER": broker}
+    )
+    wait_for("the idle Flower's queue lengths", lambda: answers_queues(sock), logs=stack.directory)
+    client = redis.Redis.from_url(broker)
+    try:
+        yield sock, client
+    finally:
+        client.flushdb()
+        client.close()
+        stack.stop("flower-idle")
+
+
+def answers_queues(sock: str) -> bool:
+    try:
+        return "active_queues" in fetch_json("/api/queues/length", unix=sock)  # type: ignore[operator]
+    except (OSError, ValueError):
+        return False
+
+
+@contextmanager
+def fake_flower(status: int, body: str) -> Iterator[str]:
+    """A server answering every GET with `status` and `body`; yields its URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            data = body.encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_queue_lengths_from_flower_on_its_socket(real_flower: RealFlower, exporter: Callable[..., Exporter]) -> None:
+    group = grp.getgrgid(os.getgid()).gr_name
+    running = exporter("--flower-unix-socket", real_flower.socket, "--socket-group", group)
+
+    metrics = running.scrape()
+    other = running.scrape("/")
+
+    assert metrics.status == 200
+    assert metrics.content_type == "text/plain; version=0.0.4; charset=utf-8"
+    assert metrics.samples["flowerops_queue_up"] == 1, running.log.read_text()
+    assert metrics.samples['flowerops_queue_length{queue="celery"}'] >= 0  # the live worker empties it
+    assert 0 < metrics.samples["flowerops_queue_scrape_duration_seconds"] < 5
+    assert "# TYPE flowerops_queue_length gauge" in metrics.body
+    assert other.status == 404
+    mode = Path(running.socket).stat()
+    assert (stat.S_IMODE(mode.st_mode), mode.st_gid) == (0o660, os.getgid())  # for the proxy's group only
+    assert running.errors() == []
+
+
+def test_length_follows_the_messages_waiting(
+    idle_flower: tuple[str, redis.Redis], exporter: Callable[..., Exporter]
+) -> None:
+    sock, broker = idle_flower
+    running = exporter("--flower-unix-socket", sock)
+    before = running.scrape().samples['flowerops_queue_length{queue="celery"}']
+
+    broker.lpush("celery", *[json.dumps({"n": n}) for n in range(3)])
+    broker.lpush("celery\x06\x163", "priority 3")  # Flower adds up the priority lists of a Redis queue
+    after = running.scrape().samples['flowerops_queue_length{queue="celery"}']
+    broker.delete("celery", "celery\x06\x163")
+    emptied = running.scrape().samples['flowerops_queue_length{queue="celery"}']
+
+    assert (before, after, emptied) == (0, 4, 0)
+
+
+def test_basic_auth_from_a_credentials_file(
+    real_flower: RealFlower, exporter: Callable[..., Exporter], tmp_path: Path
+) -> None:
+    base, prefix = real_flower.url.rsplit("/", 1)  # https://127.0.0.1:PORT, flower
+    good, wrong = tmp_path / "good", tmp_path / "wrong"
+    good.write_text(f"{FLOWER_USER}:{FLOWER_PASSWORD}\n")
+    wrong.write_text(f"{FLOWER_USER}:not-the-password\n")
+    env = {"SSL_CERT_FILE": str(real_flower.ca)}  # the test Flower's own certificate
+    options = ["--flower-url", base, "--url-prefix", "/" + prefix]
+
+    with_auth = exporter(*options, "--auth-file", str(good), env=env)
+    wrong_auth = exporter(*options, "--auth-file", str(wrong), env=env)
+    without = exporter(*options, env=env)
+
+    assert with_auth.scrape().samples["flowerops_queue_up"] == 1, with_auth.log.read_text()
+    assert 'flowerops_queue_length{queue="celery"}' in with_auth.scrape().samples
+    for refused in (wrong_auth, without):
+        answer = refused.scrape()
+        assert (answer.status, answer.samples["flowerops_queue_up"]) == (200, 0)
+        assert "flowerops_queue_length" not in answer.body
+        assert refused.errors() == [f"<3>Flower answered HTTP 401 Unauthorized at {real_flower.url}/api/queues/length"]
+    assert all(FLOWER_PASSWORD not in item.log.read_text() for item in (with_auth, wrong_auth, without))
+
+
+def test_flower_unreachable_is_up_0_with_http_200(exporter: Callable[..., Exporter], tmp_path: Path) -> None:
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    silent = socket.socket()  # accepts connections (its backlog) and never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    try:
+        no_socket = exporter("--flower-unix-socket", str(tmp_path / "absent.sock"))
+        refused = exporter("--flower-url", f"http://127.0.0.1:{closed.getsockname()[1]}")
+        hanging = exporter("--flower-url", f"http://127.0.0.1:{silent.getsockname()[1]}", "--timeout", "0.5")
+
+        answers = [item.scrape() for item in (no_socket, refused, hanging)]
+    finally:
+        closed.close()
+        silent.close()
+
+    for answer in answers:
+        assert answer.status == 200
+        assert answer.samples["flowerops_queue_up"] == 0
+        assert "flowerops_queue_length" not in answer.body
+    assert 0.5 <= answers[2].samples["flowerops_queue_scrape_duration_seconds"] < 2
+    assert len(no_socket.errors()) == 1
+    assert re.fullmatch(
+        r"<3>Flower did not answer at unix:\S+/absent.sock:/api/queues/length: .+", no_socket.errors()[0]
+    )
+    assert "Connection refused" in refused.errors()[0]
+    assert hanging.errors()[0].endswith(": timed out")
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [(200, "<html>not JSON</html>"), (200, '{"queues": []}'), (404, "{}"), (500, '{"active_queues": []}')],
+)
+def test_answers_other_than_the_queue_lengths_are_up_0(
+    exporter: Callable[..., Exporter], status: int, body: str
+) -> None:
+    with fake_flower(status, body) as url:
+        running = exporter("--flower-url", url)
+        answer = running.scrape()
+
+    assert (answer.status, answer.samples["flowerops_queue_up"]) == (200, 0)
+    assert len(running.errors()) == 1
+
+
+def test_queue_names_are_escaped_label_values(exporter: Callable[..., Exporter]) -> None:
+    queues = [{"name": 'say "hi"\\now\nplease', "messages": 7}, {"name": "video", "messages": 0}]
+    with fake_flower(200, json.dumps({"active_queues": queues})) as url:
+        answer = exporter("--flower-url", url).scrape()
+
+    assert answer.samples == {
+        "flowerops_queue_up": 1,
+        'flowerops_queue_length{queue="say \\"hi\\"\\\\now\\nplease"}': 7,
+        'flowerops_queue_length{queue="video"}': 0,
+        "flowerops_queue_scrape_duration_seconds": pytest.approx(0, abs=1),
+    }
+
+
+def test_refuses_to_start_on_a_bad_credentials_file(tmp_path: Path) -> None:
+    auth = tmp_path / "auth"
+    auth.write_text("only-a-password\n")
+
+    started = time.monotonic()
+    result = subprocess.run(
+        [PYTHON, "-I", str(EXPORTER), "--listen", str(tmp_path / "m.sock"), "--auth-file", str(auth)],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+
+    assert result.returncode == 1
+    assert result.stderr == f'<3>cannot start: {auth} does not hold one line "user:password" in ASCII\n'
+    assert "only-a-password" not in result.stderr
+    assert time.monotonic() - started < 5
