@@ -53,7 +53,7 @@ options:
     default: 14
   health:
     description:
-      - The result of the flower_health module run through the same front door (its RV(checks) are used as
+      - The result of the flower_health module run through the same front door (its C(checks) are used as
         evidence for items 2 and 3). Optional.
     type: dict
     default: {}
@@ -749,7 +749,7 @@ def _rule_ports(target: str) -> set[int]:
     """Ports of a ufw rule's target column (5555, 5555/tcp, 6000:6010/tcp, 80,443/tcp)."""
     ports: set[int] = set()
     for part in target.split("/")[0].split(","):
-        low, _, high = part.partition(":")
+        low, _sep, high = part.partition(":")
         if low.isdigit():
             ports.update(range(int(low), int(high or low) + 1))
     return ports
