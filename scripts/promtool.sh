@@ -12,6 +12,11 @@ promtool="$cache/usr/bin/promtool"
 
 if [ ! -x "$promtool" ]; then
   mkdir -p "$cache/deb"
+  # A fresh machine may have no package lists yet (host-packages.sh updates
+  # them only when it installs something): as root, fetch them once.
+  if ! apt-cache show prometheus >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq
+  fi
   if ! (cd "$cache/deb" && apt-get download prometheus >/dev/null 2>"$cache/download.log"); then
     cat "$cache/download.log" >&2
     if ! apt-cache show prometheus >/dev/null 2>&1; then

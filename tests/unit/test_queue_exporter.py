@@ -31,6 +31,8 @@ SAMPLE = re.compile(r"^([a-z_]+)(\{[^\n]*\})? (\S+)$")
 # A queue no worker consumes: the idle Flower watches Redis database 1, where no worker answers its inspection,
 # so it reports its default queue (celery), which nobody empties there.
 IDLE_DB = 1
+WORKER = "w1@flowerops-test"  # flower_stack's live worker, which sends a heartbeat every 2 s
+AGE = "flowerops_worker_heartbeat_age_seconds"
 
 
 @dataclass
@@ -140,13 +142,15 @@ def answers_queues(sock: str) -> bool:
 
 
 @contextmanager
-def fake_flower(status: int, body: str) -> Iterator[str]:
-    """A server answering every GET with `status` and `body`; yields its URL."""
+def fake_flower(status: int, body: str, routes: dict[str, tuple[int, str]] | None = None) -> Iterator[str]:
+    """A server answering GET of a path in `routes` with its (status, body), any other with `status` and `body`
+    (and a Date header, as Flower does); yields its URL."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            data = body.encode()
-            self.send_response(status)
+            code, text = (routes or {}).get(self.path, (status, body))
+            data = text.encode()
+            self.send_response(code)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
@@ -177,6 +181,8 @@ def test_queue_lengths_from_flower_on_its_socket(real_flower: RealFlower, export
     assert metrics.samples['flowerops_queue_length{queue="celery"}'] >= 0  # the live worker empties it
     assert 0 < metrics.samples["flowerops_queue_scrape_duration_seconds"] < 5
     assert "# TYPE flowerops_queue_length gauge" in metrics.body
+    assert 0 <= metrics.samples[f'{AGE}{{worker="{WORKER}"}}'] < 10  # 2 s heartbeats, a Date header of 1 s
+    assert "# TYPE flowerops_worker_heartbeat_age_seconds gauge" in metrics.body
     assert other.status == 404
     mode = Path(running.socket).stat()
     assert (stat.S_IMODE(mode.st_mode), mode.st_gid) == (0o660, os.getgid())  # for the proxy's group only
@@ -197,6 +203,8 @@ def test_length_follows_the_messages_waiting(
     emptied = running.scrape().samples['flowerops_queue_length{queue="celery"}']
 
     assert (before, after, emptied) == (0, 4, 0)
+    assert AGE not in running.scrape().body  # no worker on this database: no heartbeat to age
+    assert running.errors() == []
 
 
 def test_basic_auth_from_a_credentials_file(
@@ -215,11 +223,16 @@ def test_basic_auth_from_a_credentials_file(
 
     assert with_auth.scrape().samples["flowerops_queue_up"] == 1, with_auth.log.read_text()
     assert 'flowerops_queue_length{queue="celery"}' in with_auth.scrape().samples
+    assert f'{AGE}{{worker="{WORKER}"}}' in with_auth.scrape().samples  # the UI's /workers takes the same auth
     for refused in (wrong_auth, without):
         answer = refused.scrape()
         assert (answer.status, answer.samples["flowerops_queue_up"]) == (200, 0)
         assert "flowerops_queue_length" not in answer.body
-        assert refused.errors() == [f"<3>Flower answered HTTP 401 Unauthorized at {real_flower.url}/api/queues/length"]
+        assert AGE not in answer.body
+        assert refused.errors() == [
+            f"<3>Flower answered HTTP 401 Unauthorized at {real_flower.url}/api/queues/length",
+            f"<3>Flower answered HTTP 401 Unauthorized at {real_flower.url}/workers?json=1",
+        ]
     assert all(FLOWER_PASSWORD not in item.log.read_text() for item in (with_auth, wrong_auth, without))
 
 
@@ -243,8 +256,9 @@ def test_flower_unreachable_is_up_0_with_http_200(exporter: Callable[..., Export
         assert answer.status == 200
         assert answer.samples["flowerops_queue_up"] == 0
         assert "flowerops_queue_length" not in answer.body
+        assert AGE not in answer.body
     assert 0.5 <= answers[2].samples["flowerops_queue_scrape_duration_seconds"] < 2
-    assert len(no_socket.errors()) == 1
+    assert len(no_socket.errors()) == 1  # not asked again for its workers
     assert re.fullmatch(
         r"<3>Flower did not answer at unix:\S+/absent.sock:/api/queues/length: .+", no_socket.errors()[0]
     )
@@ -264,7 +278,49 @@ def test_answers_other_than_the_queue_lengths_are_up_0(
         answer = running.scrape()
 
     assert (answer.status, answer.samples["flowerops_queue_up"]) == (200, 0)
+    assert AGE not in answer.body
+    errors = running.errors()  # one line for each request: the workers are still asked
+    assert len(errors) == 2
+    assert (f"at {url}/api/queues/length" in errors[0], f"at {url}/workers?json=1" in errors[1]) == (True, True)
+
+
+def test_heartbeat_ages_by_flowers_clock(exporter: Callable[..., Exporter]) -> None:
+    now = time.time()
+    workers = [
+        {"hostname": "celery@old", "heartbeats": [now - 100, now - 30]},
+        {"hostname": 'odd "name"\\', "heartbeats": [now - 5]},
+        {"hostname": "celery@never", "heartbeats": []},  # none yet, or cleared by worker-offline: left out
+        {"hostname": "celery@ahead", "heartbeats": [now + 50]},  # a worker clock ahead of Flower's: age 0
+    ]
+    routes = {
+        "/flower/api/queues/length": (200, json.dumps({"active_queues": [{"name": "celery", "messages": 3}]})),
+        "/flower/workers?json=1": (200, json.dumps({"data": workers})),
+    }
+    with fake_flower(404, "{}", routes) as url:
+        running = exporter("--flower-url", url, "--url-prefix", "/flower")
+        samples = running.scrape().samples
+
+    assert samples["flowerops_queue_up"] == 1
+    assert samples[f'{AGE}{{worker="celery@old"}}'] == pytest.approx(30, abs=2)  # Date has a 1 s resolution
+    assert samples[f'{AGE}{{worker="odd \\"name\\"\\\\"}}'] == pytest.approx(5, abs=2)
+    assert samples[f'{AGE}{{worker="celery@ahead"}}'] == 0
+    assert not any("celery@never" in name for name in samples)
+    assert running.errors() == []
+
+
+@pytest.mark.parametrize(("status", "body"), [(500, "{}"), (200, '{"data": {}}'), (200, '{"data": [{"x": 1}]}')])
+def test_workers_failing_leaves_only_the_ages_out(exporter: Callable[..., Exporter], status: int, body: str) -> None:
+    queues = json.dumps({"active_queues": [{"name": "celery", "messages": 0}]})
+    routes = {"/api/queues/length": (200, queues), "/workers?json=1": (status, body)}
+    with fake_flower(404, "{}", routes) as url:
+        running = exporter("--flower-url", url)
+        samples = running.scrape().samples
+
+    assert samples["flowerops_queue_up"] == 1  # the queue lengths' own verdict
+    assert samples['flowerops_queue_length{queue="celery"}'] == 0
+    assert not any(name.startswith(AGE) for name in samples)
     assert len(running.errors()) == 1
+    assert f"at {url}/workers?json=1" in running.errors()[0]
 
 
 def test_queue_names_are_escaped_label_values(exporter: Callable[..., Exporter]) -> None:

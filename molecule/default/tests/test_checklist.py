@@ -40,7 +40,7 @@ def backed_up(host: Any) -> None:
 def test_converged_host_passes_all_16_items(host: Any, tmp_path: Path, backed_up: None) -> None:
     run, report = audit(tmp_path)
     output = run.stdout + run.stderr
-    assert run.rc == 0, output[-4000:]
+    assert run.returncode == 0, output[-4000:]
     assert statuses(report) == {number: "PASS" for number in range(1, 17)}, json.dumps(report, indent=1)
     assert "16 passed, 0 failed, 0 waived" in output
     # Every item's evidence is on the console table, and no secret is.
@@ -56,7 +56,7 @@ def test_converged_host_passes_all_16_items(host: Any, tmp_path: Path, backed_up
 def test_check_mode_runs_the_same_and_changes_nothing(host: Any, tmp_path: Path, backed_up: None) -> None:
     run, report = audit(tmp_path, "--check")
     output = run.stdout + run.stderr
-    assert run.rc == 0, output[-4000:]
+    assert run.returncode == 0, output[-4000:]
     assert report["check_mode"] is True and set(statuses(report).values()) == {"PASS"}
     assert re.search(rf"{INSTANCE}\s*: ok=\d+\s+changed=0\s", output)
 
@@ -88,7 +88,7 @@ def test_damage_fails_exactly_the_damaged_items(host: Any, tmp_path: Path, backe
     wait_for(lambda: fetch(host, "/api/workers", auth=False)[0] == 200)
     run, report = audit(tmp_path / "damaged")
     output = run.stdout + run.stderr
-    assert run.rc != 0 and "fails the production checklist" in output
+    assert run.returncode != 0 and "fails the production checklist" in output
     assert report["failed_items"] == [1, 4, 11, 13], json.dumps(report, indent=1)
     evidence = {item["id"]: item["evidence"] for item in report["items"]}
     assert "authentication is not enforced" in evidence[1]
@@ -102,7 +102,7 @@ def test_damage_fails_exactly_the_damaged_items(host: Any, tmp_path: Path, backe
     # A waiver turns a failed item into WAIVED with its reason; the others still fail the run.
     waived = {**GROUP_VARS, "flower_checklist_waivers": {"11": "backups move to the new NAS today (OPS-7)"}}
     run, report = audit(tmp_path / "waived", group_vars=waived)
-    assert run.rc != 0 and report["failed_items"] == [1, 4, 13]
+    assert run.returncode != 0 and report["failed_items"] == [1, 4, 13]
     item = next(item for item in report["items"] if item["id"] == 11)
     assert item["status"] == "WAIVED" and item["waiver"] == "backups move to the new NAS today (OPS-7)"
     assert "flower-backup.timer is inactive" in item["evidence"]
@@ -110,5 +110,5 @@ def test_damage_fails_exactly_the_damaged_items(host: Any, tmp_path: Path, backe
 
 def test_a_waiver_without_a_reason_is_refused(host: Any, tmp_path: Path) -> None:
     run, _report = audit(tmp_path, group_vars={**GROUP_VARS, "flower_checklist_waivers": {"4": " "}})
-    assert run.rc != 0
+    assert run.returncode != 0
     assert "flower_checklist_waivers: 4 must be a checklist item (1 to 16) with a reason" in run.stdout + run.stderr

@@ -70,6 +70,14 @@ def panel_queries() -> list[tuple[str, str]]:
     ]
 
 
+@pytest.fixture(scope="module")
+def task_traffic(host: Any) -> None:
+    """Flower's task series exist once tasks ran since its last start (earlier tests restart it): run some."""
+    for task, args in (("add", "[1, 2]"), ("add", "[3, 4]"), ("fail", "[]"), ("sleep", "[1]")):
+        assert host.run("demo-worker-call %s %s", task, args).rc == 0
+
+
+@pytest.mark.usefixtures("task_traffic")
 @pytest.mark.parametrize(("title", "expr"), panel_queries())
 def test_every_dashboard_panel_query_returns_data(host: Any, title: str, expr: str) -> None:
     result = wait_for(lambda: prometheus(host, "/api/v1/query", query=expr)["result"], timeout=90, interval=5)

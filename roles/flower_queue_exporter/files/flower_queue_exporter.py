@@ -1,20 +1,31 @@
 #!/usr/bin/python3
-"""Export the lengths of Celery's queues, as Flower counts them, as Prometheus metrics.
+"""Export the lengths of Celery's queues, and how old Flower's worker heartbeats are, as Prometheus metrics.
 
 Flower answers GET <url_prefix>/api/queues/length with
 {"active_queues": [{"name": "celery", "messages": 0}, ...]}: the queues its workers
 consume (or, with no worker known, the default queue and task_queues), each the sum
 of LLEN over its priority keys on Redis. It does not put these in its own /metrics.
 
-This server answers GET /metrics on a Unix socket, asking Flower afresh on every
-scrape, over Flower's Unix socket or TCP, with a timeout:
+Flower's UI answers GET <url_prefix>/workers?json=1 with {"data": [{"hostname": ...,
+"heartbeats": [epoch seconds, ...], ...}, ...]}: the worker heartbeats its event
+listener received. Flower 2.2 counts no heartbeat in its own /metrics
+(flower_events_total has task events only), so a Flower whose listener lost the
+broker shows its workers online there while it sees nothing.
 
-  flowerops_queue_up 1|0                       Flower answered 200 with the expected JSON
+This server answers GET /metrics on a Unix socket, asking Flower afresh on every
+scrape, over Flower's Unix socket or TCP, within one timeout for both requests:
+
+  flowerops_queue_up 1|0                       Flower answered 200 with the queue lengths
   flowerops_queue_length{queue="NAME"} N        only when it did
+  flowerops_worker_heartbeat_age_seconds{worker="HOST"} S
+                                               Flower's clock (its Date header) minus the
+                                               worker's newest heartbeat; only for workers
+                                               with one, only when /workers?json=1 answered
   flowerops_queue_scrape_duration_seconds S     time spent asking Flower
 
 /metrics is always 200, so Prometheus sees the exporter up and flowerops_queue_up
-says whether Flower answered. Standard library only (Debian's /usr/bin/python3).
+says whether Flower answered the queue lengths; a failed /workers?json=1 only
+leaves the heartbeat lines out. Standard library only (Debian's /usr/bin/python3).
 Flower's basic-auth "user:password", if any, is read from a file (systemd's
 LoadCredential=), never from the command line. Errors go to stderr, one line each, with the
 journal's `<3>` prefix.
@@ -37,6 +48,7 @@ import stat
 import sys
 import time
 from dataclasses import dataclass
+from email.utils import mktime_tz, parsedate_tz
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import FrameType
@@ -44,8 +56,9 @@ from urllib.parse import urlsplit
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 QUEUES_PATH = "/api/queues/length"
+WORKERS_PATH = "/workers?json=1"  # Flower's UI page of workers, as JSON: their heartbeats among the rest
 SOCKET_MODE = 0o660
-MAX_ANSWER_BYTES = 1 << 20  # far above any real queue list; a guard against a runaway answer
+MAX_ANSWER_BYTES = 8 << 20  # far above any real queue or worker list; a guard against a runaway answer
 
 
 def log(level: int, message: str) -> None:
@@ -54,7 +67,19 @@ def log(level: int, message: str) -> None:
 
 
 class FlowerError(Exception):
-    """Flower did not answer, or not with the queue lengths."""
+    """Flower did not answer, or not with what was asked."""
+
+
+class FlowerUnreachable(FlowerError):
+    """No HTTP answer at all: refused, timed out, no socket."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """Flower's 200 answer: its JSON, and its clock (the Date header, 1 s resolution; else ours)."""
+
+    data: object
+    server_time: float
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
@@ -87,46 +112,69 @@ class Flower:
 
     @property
     def path(self) -> str:
-        prefix = self.url_prefix.strip("/")
-        return urlsplit(self.url).path.rstrip("/") + (f"/{prefix}" if prefix else "") + QUEUES_PATH
+        return self.path_of(QUEUES_PATH)
 
-    def connection(self) -> http.client.HTTPConnection:
+    def path_of(self, endpoint: str) -> str:
+        prefix = self.url_prefix.strip("/")
+        return urlsplit(self.url).path.rstrip("/") + (f"/{prefix}" if prefix else "") + endpoint
+
+    def connection(self, timeout: float) -> http.client.HTTPConnection:
         parts = urlsplit(self.url)
         if self.unix_socket:
-            return UnixHTTPConnection(parts.netloc, self.unix_socket, self.timeout)
+            return UnixHTTPConnection(parts.netloc, self.unix_socket, timeout)
         if parts.scheme == "https":
-            return http.client.HTTPSConnection(parts.netloc, timeout=self.timeout)
-        return http.client.HTTPConnection(parts.netloc, timeout=self.timeout)
+            return http.client.HTTPSConnection(parts.netloc, timeout=timeout)
+        return http.client.HTTPConnection(parts.netloc, timeout=timeout)
 
-    def where(self) -> str:
+    def where(self, endpoint: str = QUEUES_PATH) -> str:
         """The request in nginx's notation, without credentials: for the log."""
         if self.unix_socket:
-            return f"unix:{self.unix_socket}:{self.path}"
+            return f"unix:{self.unix_socket}:{self.path_of(endpoint)}"
         parts = urlsplit(self.url)
-        return f"{parts.scheme}://{parts.netloc}{self.path}"
+        return f"{parts.scheme}://{parts.netloc}{self.path_of(endpoint)}"
 
-    def queue_lengths(self) -> dict[str, int]:
-        """Flower's answer as {queue: messages}; FlowerError when there is none to trust."""
+    def get(self, endpoint: str, timeout: float) -> Answer:
+        """Flower's 200 JSON answer at `endpoint`; FlowerError (FlowerUnreachable: no answer at all) otherwise."""
         headers = {"Accept": "application/json", "User-Agent": "flower-queue-exporter"}
         if self.authorization:
             headers["Authorization"] = self.authorization
-        connection = self.connection()
+        where = self.where(endpoint)
+        connection = self.connection(timeout)
+        started = time.time()
         try:
-            connection.request("GET", self.path, headers=headers)
+            connection.request("GET", self.path_of(endpoint), headers=headers)
             response = connection.getresponse()
             body = response.read(MAX_ANSWER_BYTES + 1)
         except (OSError, http.client.HTTPException) as exc:
-            raise FlowerError(f"Flower did not answer at {self.where()}: {describe(exc)}") from None
+            raise FlowerUnreachable(f"Flower did not answer at {where}: {describe(exc)}") from None
         finally:
             connection.close()
         if response.status != 200:
-            raise FlowerError(f"Flower answered HTTP {response.status} {response.reason} at {self.where()}")
+            raise FlowerError(f"Flower answered HTTP {response.status} {response.reason} at {where}")
         if len(body) > MAX_ANSWER_BYTES:
-            raise FlowerError(f"Flower's answer at {self.where()} is larger than {MAX_ANSWER_BYTES} bytes")
+            raise FlowerError(f"Flower's answer at {where} is larger than {MAX_ANSWER_BYTES} bytes")
         try:
-            return parse_queues(json.loads(body))
+            data = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
+            raise FlowerError(f"Flower's answer at {where} is not JSON: {exc}") from None
+        date = parsedate_tz(response.getheader("Date") or "")
+        return Answer(data, float(mktime_tz(date)) if date else started)
+
+    def queue_lengths(self) -> dict[str, int]:
+        """Flower's answer as {queue: messages}; FlowerError when there is none to trust."""
+        answer = self.get(QUEUES_PATH, self.timeout)
+        try:
+            return parse_queues(answer.data)
+        except ValueError as exc:
             raise FlowerError(f"Flower's answer at {self.where()} is not the queue lengths: {exc}") from None
+
+    def heartbeat_ages(self, timeout: float) -> dict[str, float]:
+        """{worker: seconds since its newest heartbeat, by Flower's clock}; FlowerError when there is none to trust."""
+        answer = self.get(WORKERS_PATH, timeout)
+        try:
+            return parse_heartbeat_ages(answer.data, answer.server_time)
+        except ValueError as exc:
+            raise FlowerError(f"Flower's answer at {self.where(WORKERS_PATH)} is not its workers: {exc}") from None
 
 
 def describe(exc: BaseException) -> str:
@@ -150,13 +198,35 @@ def parse_queues(data: object) -> dict[str, int]:
     return lengths
 
 
+def parse_heartbeat_ages(data: object, now: float) -> dict[str, float]:
+    """{"data": [{"hostname": str, "heartbeats": [float, ...]}, ...]} as {hostname: now - newest heartbeat}.
+
+    Workers without a heartbeat (none received yet, or cleared by worker-offline) are left out. The heartbeats
+    are stamped by the workers' clocks, so skew between them and Flower's shows in the age; never below 0.
+    """
+    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+        raise ValueError('no "data" list')
+    ages: dict[str, float] = {}
+    for worker in data["data"]:
+        if not isinstance(worker, dict) or not isinstance(worker.get("hostname"), str):
+            raise ValueError(f"a worker entry lacks a hostname: {str(worker)[:200]}")
+        beats = [
+            beat
+            for beat in (worker.get("heartbeats") or [])
+            if isinstance(beat, (int, float)) and not isinstance(beat, bool)
+        ]
+        if beats:
+            ages[worker["hostname"]] = max(0.0, now - max(beats))
+    return ages
+
+
 def escape_label(value: str) -> str:
     """A label value in the text exposition format: backslash, double quote and newline escaped."""
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def render(lengths: dict[str, int] | None, seconds: float) -> str:
-    """The exposition text; `lengths` is None when Flower gave no answer to trust."""
+def render(lengths: dict[str, int] | None, ages: dict[str, float] | None, seconds: float) -> str:
+    """The exposition text; `lengths` or `ages` is None when Flower gave no answer to trust."""
     lines = [
         "# HELP flowerops_queue_up Whether Flower answered its queue lengths on this scrape (1) or not (0).",
         "# TYPE flowerops_queue_up gauge",
@@ -168,8 +238,17 @@ def render(lengths: dict[str, int] | None, seconds: float) -> str:
             "# TYPE flowerops_queue_length gauge",
             *(f'flowerops_queue_length{{queue="{escape_label(name)}"}} {lengths[name]}' for name in sorted(lengths)),
         ]
+    if ages:
+        lines += [
+            "# HELP flowerops_worker_heartbeat_age_seconds Flower's clock minus a worker's newest heartbeat.",
+            "# TYPE flowerops_worker_heartbeat_age_seconds gauge",
+            *(
+                f'flowerops_worker_heartbeat_age_seconds{{worker="{escape_label(name)}"}} {ages[name]:.3f}'
+                for name in sorted(ages)
+            ),
+        ]
     lines += [
-        "# HELP flowerops_queue_scrape_duration_seconds Time spent asking Flower for the queue lengths.",
+        "# HELP flowerops_queue_scrape_duration_seconds Time spent asking Flower (queue lengths and workers).",
         "# TYPE flowerops_queue_scrape_duration_seconds gauge",
         f"flowerops_queue_scrape_duration_seconds {seconds:.6f}",
     ]
@@ -177,13 +256,26 @@ def render(lengths: dict[str, int] | None, seconds: float) -> str:
 
 
 def scrape(flower: Flower) -> str:
+    """Both requests share --timeout, so a slow Flower cannot hold the scrape for twice as long."""
     started = time.monotonic()
+    lengths: dict[str, int] | None = None
+    ages: dict[str, float] | None = None
     try:
-        lengths: dict[str, int] | None = flower.queue_lengths()
+        lengths = flower.queue_lengths()
+    except FlowerUnreachable as exc:
+        log(3, str(exc))
+        return render(None, None, time.monotonic() - started)  # asking again would fail the same way
     except FlowerError as exc:
         log(3, str(exc))
-        lengths = None
-    return render(lengths, time.monotonic() - started)
+    left = flower.timeout - (time.monotonic() - started)
+    if left <= 0:
+        log(3, f"Flower's workers not asked at {flower.where(WORKERS_PATH)}: the queue lengths took the whole timeout")
+    else:
+        try:
+            ages = flower.heartbeat_ages(left)
+        except FlowerError as exc:
+            log(3, str(exc))
+    return render(lengths, ages, time.monotonic() - started)
 
 
 class MetricsHandler(BaseHTTPRequestHandler):
@@ -259,7 +351,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--flower-url", default="http://localhost", help="Flower's base URL (http or https)")
     parser.add_argument("--flower-unix-socket", default="", help="Flower's Unix socket; the URL's host is then a name")
     parser.add_argument("--url-prefix", default="", help="Flower's url_prefix, e.g. /flower")
-    parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for Flower")
+    parser.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds to wait for Flower on each scrape, both requests together"
+    )
     parser.add_argument(
         "--auth-file",
         default="",
