@@ -86,13 +86,16 @@ def test_every_dashboard_panel_query_returns_data(host: Any, title: str, expr: s
 
 @pytest.fixture
 def receiver(host: Any) -> Iterator[None]:
-    subprocess.run(["docker", "cp", str(RECEIVER), f"{INSTANCE}:/tmp/alert_receiver.py"], check=True, timeout=60)
+    # Not into /tmp: it is a tmpfs in the container, and docker cp writes beneath it, out of sight.
+    subprocess.run(["docker", "cp", str(RECEIVER), f"{INSTANCE}:/var/tmp/alert_receiver.py"], check=True, timeout=60)
     host.run(f"rm -f {ALERTS_FILE}")
     start = host.run(
-        "systemd-run --unit flowerops-test-alert-receiver --collect python3 /tmp/alert_receiver.py "
+        "systemd-run --unit flowerops-test-alert-receiver --collect python3 /var/tmp/alert_receiver.py "
         f"--port {RECEIVER_PORT} --output {ALERTS_FILE} --lifetime 300"
     )
     assert start.rc == 0, start.stderr
+    listening = wait_for(lambda: host.socket(f"tcp://127.0.0.1:{RECEIVER_PORT}").is_listening, timeout=30)
+    assert listening, host.run("journalctl -u flowerops-test-alert-receiver --no-pager -n 20").stdout
     try:
         yield
     finally:
