@@ -318,7 +318,9 @@ class Audit:
             "UnitFileState ActiveState SubState MainPID ControlGroup MemoryMax CPUQuotaPerSecUSec ExecStart",
         )
         self.pid = int(self.unit.get("MainPID") or 0)
+        self.cwd = os.readlink(f"/proc/{self.pid}/cwd") if self.pid else "/"
         self.config = self.flower_config()
+        self.listening = self.listeners()  # items 3 and 4
 
     # --- helpers ---
 
@@ -359,8 +361,7 @@ class Audit:
         options: dict[str, object] = {}
         conf = next((arg.split("=", 1)[1] for arg in argv if arg.startswith("--conf=")), "")
         if conf:
-            cwd = os.readlink(f"/proc/{self.pid}/cwd") if self.pid else "/"
-            options.update(_literal_assignments(os.path.join(cwd, conf)))
+            options.update(_literal_assignments(os.path.join(self.cwd, conf)))
         for arg in argv:
             if arg.startswith("--") and "=" in arg:
                 key, value = arg[2:].split("=", 1)
@@ -399,26 +400,26 @@ class Audit:
             (seen if days >= self.params["cert_min_days"] else problems).append(line)
         except FetchError as exc:
             problems.append(str(exc))
-        redirect = self.http_redirect(parts.hostname or "")
-        (problems if redirect.startswith("!") else seen).append(redirect.lstrip("!"))
+        redirects, redirect = self.http_redirect(parts.hostname or "")
+        (seen if redirects else problems).append(redirect)
         return Verdict(not problems, "; ".join(problems + seen))
 
-    def http_redirect(self, hostname: str) -> str:
+    def http_redirect(self, hostname: str) -> tuple[bool, str]:
         """Port 80 on loopback with the public name: it must send the browser to https://."""
         plain = FlowerClient(f"http://127.0.0.1{urlsplit(self.params['url']).path}", timeout=self.params["timeout"])
         try:
             reply = plain.request("GET", "/", authenticated=False, headers={"Host": hostname})
         except FetchError as exc:
-            return f"!port 80: {exc}"
+            return False, f"port 80: {exc}"
         location = reply.header("Location") or ""
         if reply.status in (301, 308) and location.startswith("https://"):
-            return f"HTTP redirects to HTTPS ({reply.status} {location})"
-        return f"!port 80 answered {reply.describe()}, not a redirect to https://"
+            return True, f"HTTP redirects to HTTPS ({reply.status} {location})"
+        return False, f"port 80 answered {reply.describe()}, not a redirect to https://"
 
     def item_3(self) -> Verdict:
         if self.pid == 0:
             return Verdict(False, f"{self.params['service']} has no running process")
-        listening = self.listeners()
+        listening = self.listening
         exposed = [address for address in listening if not _local_only(address)]
         problems = [f"Flower listens on {', '.join(exposed)}"] if exposed else []
         try:
@@ -447,7 +448,7 @@ class Audit:
         default = next((line for line in out.splitlines() if line.startswith("Default:")), "Default: ?")
         if "deny (incoming)" not in default and "reject (incoming)" not in default:
             problems.append(f"incoming is not denied by default ({default})")
-        ports = set(self.params["forbidden_ports"]) | {_port(a) for a in self.listeners() if _port(a)}
+        ports = set(self.params["forbidden_ports"]) | {_port(a) for a in self.listening if _port(a)}
         for line in out.splitlines():
             words = line.split()
             if "ALLOW" in words and words and _rule_ports(words[0]) & ports:
@@ -480,7 +481,7 @@ class Audit:
             return Verdict(False, "Flower runs with persistent off")
         db = str(self.config.get("db", "flower"))
         if not os.path.isabs(db) and self.pid:
-            db = os.path.join(os.readlink(f"/proc/{self.pid}/cwd"), db)
+            db = os.path.join(self.cwd, db)
         files = [db + suffix for suffix in DBM_SUFFIXES if os.path.isfile(db + suffix)]
         if not files:
             return Verdict(False, f"persistent on, but no database at {db} (Flower saves on its save interval)")
@@ -519,15 +520,14 @@ class Audit:
         except FetchError as exc:
             problems.append(str(exc))
         monitoring = self.params["monitoring"]
-        host = urlsplit(self.params["url"]).hostname or ""
-        path = urlsplit(self.params["url"]).path.rstrip("/") + "/metrics"
+        public = urlsplit(self.params["url"])
+        host, path = public.hostname or "", public.path.rstrip("/") + "/metrics"
         if monitoring:
             mine = [
                 t
                 for t in monitoring.get("targets", [])
                 if (t.get("labels") or {}).get("job") == "flower"
                 and path == urlsplit(t.get("scrapeUrl", "")).path
-                and (t.get("discoveredLabels") or {}).get("__tls_server_name", host) in (host, "")
                 and _names_host(t, host)
             ]
             up = [t for t in mine if t.get("health") == "up"]
@@ -756,11 +756,11 @@ def _rule_ports(target: str) -> set[int]:
 
 
 def _names_host(target: dict, host: str) -> bool:
-    """Whether a Prometheus target is this Flower host: by its address, its TLS server name, or its instance."""
+    """Whether a Prometheus target is this Flower host: by its instance, its address, or its scrape URL."""
     labels = target.get("labels") or {}
     discovered = target.get("discoveredLabels") or {}
     names = (labels.get("instance", ""), discovered.get("__address__", ""), target.get("scrapeUrl", ""))
-    return any(host in name for name in names) or bool(discovered.get("server_name") == host)
+    return any(host in name for name in names)
 
 
 def _exec_argv(exec_start: str) -> list[str]:
