@@ -1,24 +1,36 @@
 """Backups of Flower's database: a backup holds the tasks Flower showed, a
-restore brings them back, a damaged archive is refused without touching the
-host, retention and the free-space guard work, and the timer is armed.
+restore brings them back, a damaged or poisoned archive is refused without
+touching the host or running its code, retention and the free-space guard work,
+and the timer is armed.
 
 Playbooks run from the controller against the target, as in test_ansible_runs.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
-from conftest import GROUP_VARS, fetch_json, role_defaults, run_playbook, wait_for, wait_until_healthy
+import yaml
+from conftest import GROUP_VARS, PROJECT_DIR, fetch_json, role_defaults, run_playbook, wait_for, wait_until_healthy
 
 BACKUP = role_defaults("flower_backup")
 DIR = BACKUP["flower_backup_dir"]
 DB = BACKUP["flower_backup_source"]
+ROLE = PROJECT_DIR / "roles" / "flower_backup"
+INTERNAL = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())
+KEY_FILE = INTERNAL["_flower_backup_key_file"]
+OWNER = f"{BACKUP['flower_backup_user']}:{BACKUP['flower_backup_group']}"
+# Where the poisoned pickle would leave its marker if anything loaded it: the
+# backup directory (writable in the backup sandbox) and Flower's (writable by Flower).
+MARKERS = [f"{DIR}/poison-marker", f"{Path(DB).parent}/poison-marker"]
 STAMP = "%Y%m%dT%H%M%SZ"
 # What a refused restore must leave alone: the database and the running Flower.
 WRITE = "import sys; open(sys.argv[1], 'w').write(sys.argv[2])"
@@ -27,6 +39,28 @@ FINGERPRINT = f"sha256sum {DB}; ls {Path(DB).parent}; systemctl show -p MainPID,
 
 def run(tmp_path: Path, playbook: str, *args: str) -> subprocess.CompletedProcess[str]:
     return run_playbook(tmp_path, GROUP_VARS, playbook, *args)
+
+
+def backup_tool() -> ModuleType:
+    """The role's flower_backup.py, for its manifest signing (the tests sign as a holder of the key would)."""
+    spec = importlib.util.spec_from_file_location("flower_backup", ROLE / "files" / "flower_backup.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass resolves annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+def sign_with_host_key(host: Any, manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest signed with the host's root-only key: a legitimate signer, or an attacker who stole the key."""
+    key = host.file(KEY_FILE).content.strip()
+    return backup_tool().sign_manifest(manifest, key)
+
+
+def write_manifest(host: Any, path: str, manifest: dict[str, Any]) -> None:
+    write = host.run("python3 -c %s %s %s", WRITE, path, json.dumps(manifest))
+    assert write.rc == 0, write.stderr
+    assert host.run("chown %s %s", OWNER, path).rc == 0
 
 
 def archives(host: Any) -> list[str]:
@@ -70,10 +104,30 @@ def test_backup_is_private_and_checksummed(host: Any, backed_up: dict[str, Any])
         assert (entry.mode, entry.user) == (mode, BACKUP["flower_backup_user"]), path
     manifest = json.loads(host.file(manifest_file).content_string)
     assert manifest["sha256"] == host.run("sha256sum %s", archive).stdout.split()[0]
+    assert manifest["hmac"] == sign_with_host_key(host, manifest)["hmac"], "the manifest is not signed"
     assert manifest["tasks"] >= len(backed_up["ids"])
     verified = host.run("flower-backup verify --archive %s", backed_up["archive"])
     assert verified.rc == 0, verified.stderr
     assert json.loads(verified.stdout)["tasks"] == manifest["tasks"]
+
+
+def test_the_manifest_key_is_roots_alone(host: Any, backed_up: dict[str, Any]) -> None:
+    """The backup user signs through its unit's credential, and cannot read the key file itself."""
+    key = host.file(KEY_FILE)
+    assert (key.user, key.group, key.mode, key.is_symlink) == ("root", "root", 0o600, False)
+    assert len(key.content.strip()) >= 32
+    read = host.run("runuser -u %s -- cat %s", BACKUP["flower_backup_user"], KEY_FILE)
+    assert read.rc != 0 and not read.stdout, "the backup user can read the manifest key"
+    # Without the sandbox's credential the tool has no key, and refuses before opening anything.
+    direct = host.run(
+        "runuser -u %s -- %s %s --config %s verify --archive %s",
+        BACKUP["flower_backup_user"],
+        BACKUP["flower_backup_python"],
+        INTERNAL["_flower_backup_script"],
+        INTERNAL["_flower_backup_config"],
+        backed_up["archive"],
+    )
+    assert direct.rc != 0 and "no manifest key" in direct.stderr, direct.stderr
 
 
 def test_timer_is_armed(host: Any) -> None:
@@ -96,17 +150,15 @@ def test_restore_brings_the_tasks_back(host: Any, tmp_path: Path, backed_up: dic
 
 
 def plant_damaged(host: Any, source: str, name: str, checksum_matches: bool) -> None:
-    """A truncated copy of an archive, with a manifest whose checksum matches it or not."""
+    """A truncated copy of an archive, with a signed manifest whose checksum matches it or not."""
     src, dst = f"{DIR}/{source}", f"{DIR}/{name}"
     manifest = json.loads(host.file(src.removesuffix(".tar.gz") + ".json").content_string)
     assert host.run("head -c 600 %s > %s", src, dst).rc == 0
+    assert host.run("chown %s %s", OWNER, dst).rc == 0
+    manifest["archive"] = name
     if checksum_matches:
         manifest["sha256"] = host.run("sha256sum %s", dst).stdout.split()[0]
-    manifest_file = dst.removesuffix(".tar.gz") + ".json"
-    write = host.run("python3 -c %s %s %s", WRITE, manifest_file, json.dumps(manifest))
-    assert write.rc == 0, write.stderr
-    owner = f"{BACKUP['flower_backup_user']}:{BACKUP['flower_backup_group']}"
-    assert host.run("chown %s %s %s", owner, dst, manifest_file).rc == 0
+    write_manifest(host, dst.removesuffix(".tar.gz") + ".json", sign_with_host_key(host, manifest))
 
 
 @pytest.mark.parametrize("checksum_matches", [False, True], ids=["checksum mismatch", "truncated, checksum matches"])
@@ -126,6 +178,76 @@ def test_damaged_archive_is_refused_and_nothing_changes(
         assert host.run(FINGERPRINT).stdout == before, "a refused restore changed the host"
     finally:
         host.run("rm -f %s/%s %s/%s", DIR, name, DIR, name.removesuffix(".tar.gz") + ".json")
+
+
+# Run as the backup user (whose files the archives are): a copy of a real archive
+# whose `counter` entry (Flower unpickles it when it starts) is a pickle that
+# writes the markers when loaded, with a manifest whose sha256 is recomputed to
+# match. The user cannot sign it: the manifest keeps the old archive's hmac.
+_POISON = """
+import dbm, hashlib, json, pathlib, pickle, sys, tarfile, tempfile
+src, dst, source_name = sys.argv[1:4]
+markers = json.loads(sys.argv[4])
+payload = ("import pathlib\\nfor m in %r:\\n    try: pathlib.Path(m).write_text('pwned')\\n"
+           "    except OSError: pass" % (markers,))
+class Poison:
+    def __reduce__(self):
+        return exec, (payload,)
+with tempfile.TemporaryDirectory(dir=pathlib.Path(dst).parent) as tmp:
+    with tarfile.open(src) as tar:
+        tar.extractall(tmp)
+    with dbm.open(f"{tmp}/{source_name}", "w") as db:
+        db[b"counter"] = pickle.dumps(Poison())
+    with tarfile.open(dst, "w:gz") as tar:
+        for file in sorted(pathlib.Path(tmp).iterdir()):
+            tar.add(file, arcname=file.name)
+manifest = json.loads(pathlib.Path(src[: -len(".tar.gz")] + ".json").read_text())
+manifest.update(archive=pathlib.Path(dst).name, sha256=hashlib.sha256(pathlib.Path(dst).read_bytes()).hexdigest())
+pathlib.Path(dst[: -len(".tar.gz")] + ".json").write_text(json.dumps(manifest))
+"""
+
+
+def plant_poisoned(host: Any, source: str, name: str) -> None:
+    src, dst = f"{DIR}/{source}", f"{DIR}/{name}"
+    source_name = Path(DB).name
+    argv = ["python3", "-c", _POISON, src, dst, source_name, json.dumps(MARKERS)]
+    planted = host.run("runuser -u %s -- " + " ".join(["%s"] * len(argv)), BACKUP["flower_backup_user"], *argv)
+    assert planted.rc == 0, planted.stderr
+    assert not any(host.file(marker).exists for marker in MARKERS), "crafting the archive loaded it"
+
+
+@pytest.mark.parametrize(
+    ("signed", "refusal"),
+    [(False, "not signed with this host's manifest key"), (True, "refused global builtins.exec")],
+    ids=["manifest recomputed without the key", "manifest signed with a stolen key"],
+)
+def test_poisoned_archive_is_refused_and_runs_nothing(
+    host: Any, tmp_path: Path, backed_up: dict[str, Any], signed: bool, refusal: str
+) -> None:
+    """Refused by `flower-backup verify` and by the restore playbook; no marker, the host unchanged.
+
+    Signed with the stolen key, the archive gets past the manifest check and is refused by the
+    restricted unpickler, which the plain pickle (Flower's, on a restored database) would not have been.
+    """
+    name = f"flower-{(datetime.now(UTC) + timedelta(days=2)).strftime(STAMP)}.tar.gz"
+    manifest_file = f"{DIR}/{name.removesuffix('.tar.gz')}.json"
+    plant_poisoned(host, backed_up["archive"], name)
+    if signed:
+        write_manifest(host, manifest_file, sign_with_host_key(host, json.loads(host.file(manifest_file).content)))
+    try:
+        before = host.run(FINGERPRINT).stdout
+        verified = host.run("flower-backup verify --archive %s", name)
+        assert verified.rc != 0, verified.stdout
+        assert refusal in verified.stderr, verified.stderr
+        result = run(tmp_path, "playbooks/restore.yml", "-e", f"flower_restore_archive={name}")
+        output = result.stdout + result.stderr
+        assert result.returncode != 0, output[-3000:]
+        assert refusal in " ".join(output.split()), output[-3000:]
+        assert "Stop Flower" not in output
+        assert not [marker for marker in MARKERS if host.file(marker).exists], "the archive's code ran"
+        assert host.run(FINGERPRINT).stdout == before, "a refused archive changed the host"
+    finally:
+        host.run("rm -f %s %s %s", f"{DIR}/{name}", manifest_file, " ".join(MARKERS))
 
 
 def test_retention_keeps_the_newest_by_count_and_drops_the_too_old(host: Any, backed_up: dict[str, Any]) -> None:

@@ -3,26 +3,33 @@
 
 Run with the Python of Flower's own virtualenv: the copy is proved by opening it
 with the same dbm backend Flower uses and unpickling Flower's state, which needs
-Flower and Celery importable.
+Flower and Celery importable. Every pickle is loaded by StateUnpickler, which
+admits only the classes Flower's saved state holds: an archive cannot run code.
 
   flower_backup.py --config FILE backup
   flower_backup.py --config FILE verify [--archive NAME]
   flower_backup.py --config FILE restore [--archive NAME] [--target PATH]
 
 Archives are `flower-<UTC timestamp>.tar.gz` with a `.json` manifest beside
-them (sha256, task count, files). Errors go to stderr with the journal's `<3>`
-prefix and make the exit status non-zero; nothing is deleted on a failure.
+them (sha256, task count, files), signed with an HMAC-SHA256 under a key only
+root can read, which systemd passes as the credential `manifest-key`
+(LoadCredential=): verify and restore refuse a manifest this host's key did not
+sign. Errors go to stderr with the journal's `<3>` prefix and make the exit
+status non-zero; nothing is deleted on a failure.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dbm
 import fcntl
 import hashlib
+import hmac
+import io
 import json
 import os
-import shelve
+import pickle
 import shlex
 import shutil
 import subprocess
@@ -43,10 +50,44 @@ SUFFIX = ".tar.gz"
 # Berkeley DB: PATH.db; dumb: .dat/.dir/.bak; ndbm: .pag/.dir). Flower's own
 # temporary file (PATH.tmp) and set-aside files (PATH.corrupt) are not part of it.
 DBM_SUFFIXES = ("", ".db", ".dat", ".dir", ".bak", ".pag")
+# The systemd credential (LoadCredential=) holding the key that signs manifests.
+KEY_CREDENTIAL = "manifest-key"
+MIN_KEY_BYTES = 32
+# Every global a pickle of Flower 2.2's saved state names (EventsState.__reduce__
+# and those of its workers and tasks, listed with pickletools from a real
+# state), plus the value types kombu's JSON decoder can put in an event's fields
+# and so in a task's. Nothing else is loaded: no callable that runs code.
+ALLOWED_GLOBALS = frozenset(
+    {
+        ("flower.events", "EventsState"),
+        ("celery.events.state", "Task"),
+        ("celery.events.state", "Worker"),
+        ("celery.events.state", "_depickle_task"),
+        ("kombu.utils.functional", "LRUCache"),
+        ("collections", "OrderedDict"),
+        ("collections", "Counter"),
+        ("datetime", "datetime"),
+        ("datetime", "date"),
+        ("datetime", "time"),
+        ("datetime", "timedelta"),
+        ("datetime", "timezone"),
+        ("decimal", "Decimal"),
+        ("uuid", "UUID"),
+    }
+)
 
 
 class BackupError(Exception):
     """A failure that must be loud: logged at error priority, non-zero exit."""
+
+
+class StateUnpickler(pickle.Unpickler):
+    """Unpickles Flower's state and nothing else: any other global is refused before it is imported."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in ALLOWED_GLOBALS:
+            raise pickle.UnpicklingError(f"refused global {module}.{name}: not a class of Flower's state")
+        return super().find_class(module, name)
 
 
 @dataclass(frozen=True)
@@ -85,14 +126,74 @@ def dbm_files(base: Path) -> list[Path]:
     return [Path(f"{base}{suffix}") for suffix in DBM_SUFFIXES if Path(f"{base}{suffix}").is_file()]
 
 
+def load_shelve(base: Path) -> dict[str, Any]:
+    """Every entry of the shelve opened as `base`, each loaded by StateUnpickler.
+
+    Flower unpickles `events` and `counter` when it starts: all entries are checked,
+    and shelve.open is not used because it would unpickle with the unrestricted pickle.
+    """
+    with dbm.open(str(base), "r") as db:
+        # keys(): gdbm objects are not iterable.
+        return {key.decode(): StateUnpickler(io.BytesIO(db[key])).load() for key in db.keys()}  # noqa: SIM118
+
+
 def count_tasks(base: Path) -> int:
     """Open a shelve read-only and count the tasks in Flower's state."""
     try:
-        with shelve.open(str(base), flag="r") as db:
-            state = db["events"]
-            return len(state.tasks)
+        state = load_shelve(base)["events"]
     except Exception as error:  # any failure to open or unpickle means "not a good copy"
         raise BackupError(f"{base} does not open as Flower's state: {type(error).__name__}: {error}") from error
+    kind = f"{type(state).__module__}.{type(state).__qualname__}"
+    if kind != "flower.events.EventsState":
+        raise BackupError(f"{base} does not hold Flower's state: its events entry is a {kind}")
+    return len(state.tasks)
+
+
+def manifest_key() -> bytes:
+    """The manifest key, from the credentials systemd passed to this unit."""
+    directory = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not directory:
+        raise BackupError(
+            "no manifest key: run `flower-backup` as root (it runs this tool in the backup unit's sandbox, "
+            "which passes the key) or start flower-backup.service"
+        )
+    try:
+        key = (Path(directory) / KEY_CREDENTIAL).read_bytes().strip()
+    except OSError as error:
+        raise BackupError(f"the manifest key credential {KEY_CREDENTIAL!r} cannot be read: {error}") from error
+    if len(key) < MIN_KEY_BYTES:
+        raise BackupError(f"the manifest key is shorter than {MIN_KEY_BYTES} bytes")
+    return key
+
+
+def manifest_mac(manifest: dict[str, Any], key: bytes) -> str:
+    """HMAC-SHA256 over the manifest's content (all but its own `hmac`), in a canonical JSON form."""
+    body = json.dumps({k: v for k, v in manifest.items() if k != "hmac"}, sort_keys=True, separators=(",", ":"))
+    return hmac.new(key, body.encode(), hashlib.sha256).hexdigest()
+
+
+def sign_manifest(manifest: dict[str, Any], key: bytes) -> dict[str, Any]:
+    return {**manifest, "hmac": manifest_mac(manifest, key)}
+
+
+def authenticated_manifest(archive: Path, key: bytes) -> dict[str, Any]:
+    """The archive's manifest, once its HMAC proves this host's key signed it for this archive."""
+    path = manifest_path(archive)
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise BackupError(f"{path.name} is not a readable manifest: {error}") from error
+    if not isinstance(manifest, dict):
+        raise BackupError(f"{path.name} is not a manifest")
+    given = str(manifest.get("hmac", "")).encode("utf-8", "replace")
+    if not hmac.compare_digest(given, manifest_mac(manifest, key).encode()):
+        raise BackupError(
+            f"{archive.name}: its manifest is not signed with this host's manifest key (forged, altered, "
+            "or made before manifests were signed); the archive is not opened"
+        )
+    if manifest.get("archive") != archive.name:
+        raise BackupError(f"{archive.name}: its manifest was signed for {manifest.get('archive')!r}, not this archive")
+    return manifest
 
 
 def fsync_path(path: Path) -> None:
@@ -222,7 +323,7 @@ def remove_stale_staging(config: Config) -> None:
             shutil.rmtree(stale, ignore_errors=True)
 
 
-def backup(config: Config) -> int:
+def backup(config: Config, key: bytes) -> int:
     check_free_space(config)
     remove_stale_staging(config)
     last_error: BackupError | None = None
@@ -246,17 +347,15 @@ def backup(config: Config) -> int:
             archive = config.backup_dir / name
             partial.chmod(0o600)
             partial.replace(archive)
-            write_manifest(
-                archive,
-                {
-                    "archive": archive.name,
-                    "sha256": sha256(archive),
-                    "tasks": tasks,
-                    "source": str(config.source),
-                    "files": [copy.name for copy in copies],
-                    "created": datetime.now(UTC).isoformat(timespec="seconds"),
-                },
-            )
+            manifest = {
+                "archive": archive.name,
+                "sha256": sha256(archive),
+                "tasks": tasks,
+                "source": str(config.source),
+                "files": [copy.name for copy in copies],
+                "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            }
+            write_manifest(archive, sign_manifest(manifest, key))
             fsync_path(config.backup_dir)
         removed = prune(config, keep=archive)
         log(6, f"backup ok: {archive} holds {tasks} tasks; retention removed {len(removed)} old archive(s)")
@@ -288,12 +387,18 @@ def verify_archive(archive: Path, workdir: Path, source_name: str) -> int:
     return count_tasks(workdir / source_name)
 
 
-def find_archive(config: Config, name: str) -> Path:
+def find_archive(config: Config, name: str, key: bytes) -> Path:
+    """The named archive, or the newest whose manifest this host signed (a planted one is skipped, loudly)."""
     archives = [path for _, path in archive_paths(config)]
     if not name:
-        if not archives:
-            raise BackupError(f"no archive with a manifest in {config.backup_dir}")
-        return archives[-1]
+        for archive in reversed(archives):
+            try:
+                authenticated_manifest(archive, key)
+            except BackupError as error:
+                log(4, f"skipping {archive.name}: {error}")
+                continue
+            return archive
+        raise BackupError(f"no archive with a signed manifest in {config.backup_dir}")
     archive = config.backup_dir / Path(name).name
     if not archive.is_file() or not manifest_path(archive).is_file():
         known = ", ".join(path.name for path in archives[-5:]) or "none"
@@ -301,9 +406,9 @@ def find_archive(config: Config, name: str) -> Path:
     return archive
 
 
-def checked(config: Config, archive: Path, workdir: Path) -> dict[str, Any]:
-    """Checksum, then open: returns the manifest when the archive is sound."""
-    manifest = json.loads(manifest_path(archive).read_text())
+def checked(archive: Path, workdir: Path, key: bytes) -> dict[str, Any]:
+    """Signature, checksum, then open: returns the manifest when the archive is sound."""
+    manifest = authenticated_manifest(archive, key)
     actual = sha256(archive)
     if actual != manifest["sha256"]:
         raise BackupError(f"{archive.name}: sha256 {actual} does not match the manifest's {manifest['sha256']}")
@@ -314,22 +419,22 @@ def checked(config: Config, archive: Path, workdir: Path) -> dict[str, Any]:
     return {**manifest, "path": str(archive), "source_name": source_name}
 
 
-def verify(config: Config, name: str) -> int:
-    archive = find_archive(config, name)
+def verify(config: Config, name: str, key: bytes) -> int:
+    archive = find_archive(config, name, key)
     with tempfile.TemporaryDirectory(prefix=".verify-", dir=config.backup_dir) as tmp:
-        manifest = checked(config, archive, Path(tmp) / "db")
+        manifest = checked(archive, Path(tmp) / "db", key)
     print(json.dumps({"archive": manifest["path"], "tasks": manifest["tasks"], "sha256": manifest["sha256"]}))
     return 0
 
 
-def restore(config: Config, name: str, target: Path) -> int:
+def restore(config: Config, name: str, target: Path, key: bytes) -> int:
     """Check the archive, then swap it in next to the current database, kept aside."""
-    archive = find_archive(config, name)
+    archive = find_archive(config, name, key)
     stamp = datetime.now(UTC).strftime(STAMP)
     # Staged in the target's directory, so the final renames stay on one filesystem.
     with tempfile.TemporaryDirectory(prefix=".restore-", dir=target.parent) as tmp:
         staged = Path(tmp) / "db"
-        manifest = checked(config, archive, staged)
+        manifest = checked(archive, staged, key)
         kept = []
         for current in dbm_files(target):
             aside = current.with_name(f"{current.name}.before-restore-{stamp}")
@@ -358,12 +463,13 @@ def main() -> int:
     os.umask(0o077)
     config = Config.load(args.config)
     try:
+        key = manifest_key()
         with locked(config.backup_dir):
             if args.command == "backup":
-                return backup(config)
+                return backup(config, key)
             if args.command == "verify":
-                return verify(config, args.archive)
-            return restore(config, args.archive, args.target or config.source)
+                return verify(config, args.archive, key)
+            return restore(config, args.archive, args.target or config.source, key)
     except BackupError as error:
         log(3, f"flower-backup {args.command} FAILED: {error}")
         return 1
