@@ -68,6 +68,13 @@ options:
     type: list
     elements: int
     default: [5555, 6379]
+  managed_marker:
+    description:
+      - The word the firewall role's ufw comments start with (its C(_flower_firewall_marker)). Item 4 fails when a
+        rule without it opens a port such marked rules open (a managed port) to sources they do not admit, for
+        example 443 from Anywhere while the managed rules allow 443 from a /24 only.
+    type: str
+    default: flowerops
   memory_base_mib:
     description:
       - The memory rule (item 8) - Flower needs O(memory_save_factor) x (O(memory_base_mib) MiB +
@@ -182,7 +189,8 @@ notes:
     nginx's root-only local socket.
   - Each item's observation, in short - 1 anonymous requests refused; 2 certificate verified for the name, days
     left, HTTP redirects to HTTPS; 3 Flower's process listens only on loopback or a Unix socket, and answers
-    through nginx; 4 ufw active, default deny incoming, no rule for a forbidden port; 5 unit enabled and active;
+    through nginx; 4 ufw active, default deny incoming, no rule for a forbidden port, no managed port open wider than
+    its managed rules; 5 unit enabled and active;
     6 the unit's cgroup has a memory and CPU limit; 7 C(persistent) on in the configuration Flower runs with, and
     its database opens with Flower's Python; 8 C(max_tasks) set and its memory need fits C(MemoryMax); 9 Flower's
     metrics answer, and Prometheus scrapes this host (target up) or an external one is declared; 10 rule file
@@ -254,6 +262,7 @@ passed:
 """
 
 import ast
+import ipaddress
 import json
 import os
 import re
@@ -261,7 +270,7 @@ import shlex
 import ssl
 import time
 from datetime import date
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Union
 from urllib.parse import urlsplit
 
 from ansible.module_utils.basic import AnsibleModule
@@ -449,11 +458,17 @@ class Audit:
         if "deny (incoming)" not in default and "reject (incoming)" not in default:
             problems.append(f"incoming is not denied by default ({default})")
         ports = set(self.params["forbidden_ports"]) | {_port(a) for a in self.listening if _port(a)}
-        for line in out.splitlines():
-            words = line.split()
-            if "ALLOW" in words and words and _rule_ports(words[0]) & ports:
-                problems.append(f"a rule opens a forbidden port: {' '.join(words)}")
-        seen = f"ufw active, {default.strip()}; no rule opens {', '.join(str(p) for p in sorted(ports))}"
+        rules = [rule for rule in map(_ufw_rule, out.splitlines()) if rule]
+        for rule in rules:
+            if rule.admits and (rule.ports is None or rule.ports & ports):
+                problems.append(f"a rule opens a forbidden port: {rule.text}")
+        marker = self.params["managed_marker"]
+        problems += _wider_than_managed(rules, marker)
+        managed = sorted({port for rule in rules if _managed(rule, marker) for port in rule.ports or ()})
+        seen = (
+            f"ufw active, {default.strip()}; no rule opens {', '.join(str(p) for p in sorted(ports))}; "
+            f"no rule opens a managed port ({', '.join(map(str, managed)) or 'none'}) wider than its {marker} rules"
+        )
         return Verdict(not problems, "; ".join(problems) if problems else seen)
 
     def item_5(self) -> Verdict:
@@ -755,6 +770,99 @@ def _rule_ports(target: str) -> set[int]:
     return ports
 
 
+IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+
+class UfwRule(NamedTuple):
+    """One incoming rule of `ufw status verbose`."""
+
+    text: str  # the line without its comment, spaces collapsed: "443/tcp ALLOW IN Anywhere"
+    admits: bool  # ALLOW or LIMIT
+    ports: frozenset[int] | None  # None: every port
+    proto: str  # tcp, udp, or "" for both
+    source: IPNetwork | None  # None: not an address (an application profile)
+    comment: str
+
+
+ACTIONS = ("ALLOW", "LIMIT", "DENY", "REJECT")
+PORT_SPEC = re.compile(r"^[0-9][0-9,:]*(/[a-z]+)?$")
+
+
+def _ufw_network(word: str, v6: bool) -> IPNetwork | None:
+    if word == "Anywhere":
+        return ipaddress.ip_network("::/0" if v6 else "0.0.0.0/0")
+    try:
+        return ipaddress.ip_network(word, strict=False)
+    except ValueError:
+        return None
+
+
+def _ufw_rule(line: str) -> UfwRule | None:
+    """An incoming rule line of `ufw status verbose` (To, Action, From, # comment), or None for other lines."""
+    body, _sep, comment = line.partition("#")
+    words = body.split()
+    action = next((i for i, word in enumerate(words) if word in ACTIONS), 0)
+    if not action or words[action + 1 : action + 2] not in ([], ["IN"]):
+        return None
+    target, origin = words[:action], [w for w in words[action + 1 :] if w != "IN"]
+    v6 = "(v6)" in words
+    specs = [word for word in target if PORT_SPEC.match(word)]
+    named = [w for w in target if w != "(v6)" and not PORT_SPEC.match(w) and _ufw_network(w, v6) is None]
+    if named and not specs:
+        # An application profile (OpenSSH) or an interface: its ports are not on this line.
+        ports: frozenset[int] | None = frozenset()
+    else:
+        ports = frozenset(p for spec in specs for p in _rule_ports(spec)) if specs else None
+    proto = specs[0].partition("/")[2] if specs else ""
+    return UfwRule(
+        text=" ".join(words),
+        admits=words[action] in ("ALLOW", "LIMIT"),
+        ports=ports,
+        proto=proto,
+        source=_ufw_network(origin[0], v6) if origin else None,
+        comment=comment.strip(),
+    )
+
+
+def _managed(rule: UfwRule, marker: str) -> bool:
+    """Whether the firewall role wrote the rule: its comment's first word is the marker ("flowerops proxy")."""
+    return rule.comment.split(" ", 1)[0] == marker
+
+
+def _overlaps(one: UfwRule, other: UfwRule) -> frozenset[int]:
+    """Ports both rules open (for a common protocol); an every-port rule overlaps all of the other's."""
+    if one.proto and other.proto and one.proto != other.proto:
+        return frozenset()
+    if one.ports is None:
+        return other.ports or frozenset()
+    return one.ports & other.ports if other.ports is not None else one.ports
+
+
+def _wider_than_managed(rules: list[UfwRule], marker: str) -> list[str]:
+    """Rules without the marker that open a managed port to sources the managed (marked) rules do not admit."""
+    managed = [rule for rule in rules if rule.admits and _managed(rule, marker) and rule.source]
+    problems = []
+    for rule in rules:
+        if not rule.admits or _managed(rule, marker) or rule.source is None:
+            continue
+        wider = set()
+        for port in {port for owner in managed for port in _overlaps(rule, owner)}:
+            granted = [
+                owner.source
+                for owner in managed
+                if port in _overlaps(rule, owner) and owner.proto in ("", rule.proto) and owner.source
+            ]
+            if not any(g.version == rule.source.version and rule.source.subnet_of(g) for g in granted):
+                wider.add(port)
+        if wider:
+            sources = sorted({str(o.source) for o in managed if _overlaps(rule, o) & wider})
+            problems.append(
+                f"a rule opens managed port {', '.join(map(str, sorted(wider)))} wider than its {marker} rules "
+                f"({', '.join(sources)}): {rule.text}"
+            )
+    return problems
+
+
 def _names_host(target: dict, host: str) -> bool:
     """Whether a Prometheus target is this Flower host: by its instance, its address, or its scrape URL."""
     labels = target.get("labels") or {}
@@ -822,6 +930,7 @@ def main() -> None:
             health=dict(type="dict", default={}),
             service=dict(type="str", default="flower.service"),
             forbidden_ports=dict(type="list", elements="int", default=[5555, 6379]),
+            managed_marker=dict(type="str", default="flowerops"),
             memory_base_mib=dict(type="float", default=57),
             memory_per_task_kib=dict(type="float", default=6.5),
             memory_save_factor=dict(type="float", default=1.6),

@@ -135,3 +135,72 @@ def test_systemd_exec_start(checklist: ModuleType) -> None:
     )
     argv = checklist._exec_argv(shown)
     assert argv[-3:] == ["--config", "/etc/flower-backup/config.json", "backup"]
+
+
+# `ufw status verbose` of a host whose firewall role allows 80 and 443 from a /24 only, with rules others added.
+UFW_STATUS = """Status: active
+Logging: on (low)
+Default: deny (incoming), allow (outgoing), deny (routed)
+New profiles: skip
+
+To                         Action      From
+--                         ------      ----
+22/tcp                     ALLOW IN    Anywhere                   # flowerops ssh
+443/tcp                    ALLOW IN    192.0.2.0/24               # flowerops proxy
+80/tcp                     ALLOW IN    192.0.2.0/24               # flowerops proxy
+80/tcp                     ALLOW IN    192.0.2.16/28              # a narrower rule someone added
+8097/tcp                   ALLOW IN    203.0.113.9
+OpenSSH                    ALLOW IN    Anywhere
+3306/tcp                   DENY IN     Anywhere
+22/tcp (v6)                ALLOW IN    Anywhere (v6)              # flowerops ssh
+"""
+
+
+def ufw_rules(checklist: ModuleType, text: str) -> list:
+    return [rule for rule in map(checklist._ufw_rule, text.splitlines()) if rule]
+
+
+def test_ufw_status_lines(checklist: ModuleType) -> None:
+    rules = ufw_rules(checklist, UFW_STATUS)
+    assert [rule.text for rule in rules][:2] == ["22/tcp ALLOW IN Anywhere", "443/tcp ALLOW IN 192.0.2.0/24"]
+    proxy = rules[1]
+    assert (proxy.ports, proxy.proto, str(proxy.source), proxy.comment) == (
+        frozenset({443}),
+        "tcp",
+        "192.0.2.0/24",
+        "flowerops proxy",
+    )
+    assert str(rules[-1].source) == "::/0" and rules[-1].ports == frozenset({22})
+    every_port = checklist._ufw_rule("Anywhere                   ALLOW IN    198.51.100.7")
+    assert every_port.ports is None and str(every_port.source) == "198.51.100.7/32"
+    assert checklist._ufw_rule("OpenSSH                    ALLOW IN    Anywhere").ports == frozenset()
+    assert not checklist._ufw_rule("3306/tcp                   DENY IN     Anywhere").admits
+    assert checklist._ufw_rule("To                         Action      From") is None
+    assert checklist._ufw_rule("Default: deny (incoming), allow (outgoing)") is None
+
+
+def test_rules_within_the_managed_sources_pass(checklist: ModuleType) -> None:
+    assert checklist._wider_than_managed(ufw_rules(checklist, UFW_STATUS), "flowerops") == []
+
+
+@pytest.mark.parametrize(
+    ("line", "ports"),
+    [
+        ("443/tcp                    ALLOW IN    Anywhere", "443"),
+        ("443/tcp (v6)               ALLOW IN    Anywhere (v6)", "443"),
+        ("80,443/tcp                 ALLOW IN    192.0.0.0/16", "80, 443"),
+        ("Anywhere                   ALLOW IN    198.51.100.7", "22, 80, 443"),
+        ("10.0.0.1 443/tcp           LIMIT IN    Anywhere", "443"),
+    ],
+)
+def test_a_managed_port_open_wider_fails_naming_the_rule(checklist: ModuleType, line: str, ports: str) -> None:
+    problems = checklist._wider_than_managed(ufw_rules(checklist, UFW_STATUS + line + "\n"), "flowerops")
+    assert len(problems) == 1, problems
+    assert f"opens managed port {ports} wider than its flowerops rules" in problems[0]
+    assert problems[0].endswith(" ".join(line.split()))
+
+
+def test_managed_rules_from_anywhere_admit_any_source(checklist: ModuleType) -> None:
+    wide = UFW_STATUS.replace("192.0.2.0/24               # flowerops proxy", "Anywhere  # flowerops proxy")
+    extra = "443/tcp                    ALLOW IN    203.0.113.0/24\n"
+    assert checklist._wider_than_managed(ufw_rules(checklist, wide + extra), "flowerops") == []
