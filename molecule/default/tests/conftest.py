@@ -14,11 +14,13 @@ import socket
 import ssl
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from playwright.sync_api import Browser, BrowserContext, sync_playwright
 
 SCENARIO_DIR = Path(os.environ.get("MOLECULE_SCENARIO_DIRECTORY", Path(__file__).resolve().parents[1]))
 PROJECT_DIR = SCENARIO_DIR.parents[1]
@@ -228,3 +230,43 @@ def pebble_root(host: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def front_door(host: Any, pebble_root: Path) -> FrontDoor:
     return FrontDoor(host, pebble_root)
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def browser(host: Any) -> Iterator[Browser]:
+    """Debian's chromium, headless; the public name resolves to this target's container (no DNS here)."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", f"--host-resolver-rules=MAP {DOMAIN} {container_ip(host)}"],
+        )
+        yield browser
+        browser.close()
+
+
+def login_context(browser: Browser, role: str = "admin") -> BrowserContext:
+    """A browser profile that answers the front door's login prompt as this role (a cached basic-auth login).
+
+    The certificate is Pebble's (not in chromium's store); the TLS tests verify it against Pebble's root.
+    """
+    login = LOGINS[role]
+    return browser.new_context(
+        http_credentials={"username": login["name"], "password": login["password"]},
+        ignore_https_errors=True,
+        viewport={"width": 1280, "height": 900},
+    )
+
+
+@pytest.fixture(scope="module")
+def sample(healthy_flower: Any) -> dict[str, str]:
+    """A finished task and the worker that ran it, as Flower knows them."""
+    host = healthy_flower
+    run = host.run("demo-worker-call add '[20, 22]'")
+    assert run.rc == 0, run.stderr
+    task_id = run.stdout.strip().splitlines()[-1]
+    info = wait_for(lambda: (i := fetch_json(host, f"/api/task/info/{task_id}")) and i.get("worker") and i, 60)
+    assert info, f"Flower never saw task {task_id}"
+    return {"task": task_id, "worker": info["worker"]}

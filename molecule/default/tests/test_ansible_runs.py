@@ -113,6 +113,18 @@ BAD_INPUT: dict[str, tuple[Any, ...]] = {
         },
         "flower_oauth2_emails",
     ),
+    # Flower widens only ".*": this one would match nobody (the documented form before 2.2's rule was read).
+    "OAuth pattern that matches nobody": (
+        {
+            **GROUP_VARS,
+            "flower_auth_mode": "oauth",
+            "flower_oauth2_provider": "github",
+            "flower_oauth2_key": "id",
+            "flower_oauth2_secret": "oauth-secret-value",
+            "flower_oauth2_emails": "*@example.com",
+        },
+        "flower_oauth2_emails",
+    ),
     "unknown TLS profile": ({**GROUP_VARS, "flower_proxy_tls_profile": "old"}, "flower_proxy_tls_profile"),
     "short redis password": ({**GROUP_VARS, "demo_broker_password": "short"}, "demo_broker_password"),
     # Check mode validates as strictly as a real run.

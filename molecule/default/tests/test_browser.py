@@ -7,53 +7,20 @@ artifacts in .artifacts/screenshots/<instance>/."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-from conftest import DOMAIN, LOGINS, PROJECT_DIR, container_ip, fetch_json, prefix, wait_for
-from playwright.sync_api import Browser, Page, sync_playwright
+from conftest import DOMAIN, PROJECT_DIR, login_context, prefix
+from playwright.sync_api import Browser, Page
 
 # Also on the platform with flower_url_prefix /flower: the same pages under the prefix.
 EVERY_PLATFORM = True
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(os.environ.get("FLOWEROPS_ARTIFACTS", PROJECT_DIR / ".artifacts"))
-
-
-@pytest.fixture(scope="module")
-def browser(host: Any) -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            # The public name resolves to this target's container (there is no DNS for it here).
-            args=["--no-sandbox", f"--host-resolver-rules=MAP {DOMAIN} {container_ip(host)}"],
-        )
-        yield browser
-        browser.close()
-
-
-@pytest.fixture(scope="module")
-def sample(healthy_flower: Any) -> dict[str, str]:
-    """A finished task and the worker that ran it, as Flower knows them."""
-    host = healthy_flower
-    run = host.run("demo-worker-call add '[20, 22]'")
-    assert run.rc == 0, run.stderr
-    task_id = run.stdout.strip().splitlines()[-1]
-    info = wait_for(lambda: (i := fetch_json(host, f"/api/task/info/{task_id}")) and i.get("worker") and i, 60)
-    assert info, f"Flower never saw task {task_id}"
-    return {"task": task_id, "worker": info["worker"]}
 
 
 def open_page(browser: Browser, host: Any, path: str, wait_text: str, name: str) -> list[str]:
     """Open a page as admin, wait until it shows wait_text, screenshot it; returns the console errors."""
-    login = LOGINS["admin"]
-    # The certificate is Pebble's (not in chromium's store); the TLS tests verify it against Pebble's root.
-    context = browser.new_context(
-        http_credentials={"username": login["name"], "password": login["password"]},
-        ignore_https_errors=True,
-        viewport={"width": 1280, "height": 900},
-    )
+    context = login_context(browser)
     page: Page = context.new_page()
     errors: list[str] = []
     page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)

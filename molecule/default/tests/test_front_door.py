@@ -340,7 +340,7 @@ def test_oauth_mode_sends_anonymous_visitors_to_the_provider(host: Any, front_do
         "flower_oauth2_provider": "github",
         "flower_oauth2_key": "molecule-oauth-client-id",
         "flower_oauth2_secret": "molecule-oauth-secret-4d2a",
-        "flower_oauth2_emails": "*@example.com",
+        "flower_oauth2_emails": ".*@example.com",
     }
     tags = ("--tags", "flower_configure,flower_service,flower_proxy_configure,flower_proxy_service")
     try:

@@ -1,0 +1,460 @@
+"""The front door under attack, each attack made by a real client: a page on
+another origin in Chromium, raw TLS connections from the machine running the
+tests, and other local users on the target. Each test here was written against
+the weakness first (it failed on the code before the fix) and stays as its guard."""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import random
+import re
+import socket
+import ssl
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import (
+    DOMAIN,
+    FLOWER,
+    GROUP_VARS,
+    LOGINS,
+    FrontDoor,
+    container_ip,
+    fetch,
+    fetch_json,
+    first_platform_only,
+    login_context,
+    prefix,
+    role_defaults,
+    run_playbook,
+    wait_for,
+)
+from playwright.sync_api import Browser
+
+# The browser's own buttons and the cross-site checks run under /flower too.
+EVERY_PLATFORM = True
+PROXY = role_defaults("flower_proxy")
+FAIL2BAN = role_defaults("flower_fail2ban")
+JAIL = "flower-nginx-auth"
+WRITE = {"Origin": f"https://{DOMAIN}"}
+
+
+def worker_journal(host: Any, pattern: str, also: str = "") -> str:
+    """The demo worker's recent log lines holding pattern (and also, ignoring case)."""
+    lines = host.run("journalctl -u demo-worker --no-pager --since -10min | grep -F -- %s || true", pattern).stdout
+    return "\n".join(line for line in lines.splitlines() if also.lower() in line.lower())
+
+
+def pool_processes(host: Any, worker: str) -> int:
+    workers = fetch_json(host, "/api/workers?refresh=1")
+    return len(workers[worker]["stats"]["pool"]["processes"])
+
+
+# --- 1. cross-site requests ---------------------------------------------------
+
+
+class AttackerSite:
+    """Another origin (http://127.0.0.1:<port> on the machine running the tests) whose pages auto-submit forms."""
+
+    def __init__(self) -> None:
+        self.pages: dict[str, str] = {}
+        pages = self.pages
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = pages.get(self.path, "").encode()
+                self.send_response(200 if body else 404)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.origin = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def form(self, name: str, action: str, fields: dict[str, str], enctype: str = "") -> str:
+        inputs = "".join(f"<input type=hidden name='{k}' value='{v}'>" for k, v in fields.items())
+        enc = f" enctype='{enctype}'" if enctype else ""
+        self.pages[f"/{name}"] = (
+            f"<html><body><form method=POST action='{action}'{enc}>{inputs}</form>"
+            "<script>document.forms[0].submit()</script></body></html>"
+        )
+        return f"{self.origin}/{name}"
+
+
+@pytest.fixture(scope="module")
+def attacker() -> Iterator[AttackerSite]:
+    site = AttackerSite()
+    yield site
+    site.server.shutdown()
+
+
+def submit_from_attacker(browser: Browser, host: Any, url: str) -> list[int]:
+    """An admin who is logged in opens the attacker's page: the statuses of Flower's answers to its form."""
+    context = login_context(browser)
+    page = context.new_page()
+    statuses: list[int] = []
+    page.on("response", lambda r: statuses.append(r.status) if DOMAIN in r.url and r.request.method == "POST" else None)
+    try:
+        assert page.goto(f"https://{DOMAIN}{prefix(host)}/", wait_until="networkidle").status == 200
+        page.goto(url)
+        wait_for(lambda: [s for s in statuses if s != 401], timeout=15, interval=0.2)
+    finally:
+        context.close()
+    return statuses
+
+
+def test_a_cross_site_page_cannot_make_flower_act(
+    browser: Browser, host: Any, attacker: AttackerSite, sample: dict[str, str]
+) -> None:
+    first_platform_only(host)
+    base = f"https://{DOMAIN}{prefix(host)}"
+    worker = sample["worker"]
+    task_id = str(uuid.uuid4())
+    mark = random.randint(100000, 900000)
+    processes = pool_processes(host, worker)
+    attacks = {
+        "revoke": attacker.form("revoke", f"{base}/api/task/revoke/{task_id}?terminate=true", {}),
+        "shrink": attacker.form("shrink", f"{base}/api/worker/pool/shrink/{worker}", {"n": "1"}),
+        # text/plain delivers "name=value": a JSON body Flower reads whatever the content type.
+        "send-task": attacker.form(
+            "send",
+            f"{base}/api/task/send-task/sample_tasks.add",
+            {f'{{"args": [{mark}, 1], "x": "': '"}'},
+            "text/plain",
+        ),
+    }
+    answers = {name: submit_from_attacker(browser, host, url) for name, url in attacks.items()}
+    for name, statuses in answers.items():
+        assert statuses and all(s == 403 for s in statuses if s != 401), f"{name}: Flower answered {statuses}"
+    time.sleep(3)
+    assert not worker_journal(host, task_id, "revoke"), "the cross-site revoke reached the worker"
+    assert not worker_journal(host, f": {mark + 1}"), "the cross-site send-task ran on the worker"
+    assert pool_processes(host, worker) == processes, "the cross-site shrink changed the pool"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": "https://evil.example"},
+        {"Origin": "null"},
+        {"Origin": f"https://{DOMAIN}.evil.example"},
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site", "Origin": f"https://other.{DOMAIN}"},
+    ],
+    ids=["foreign-origin", "null-origin", "lookalike-origin", "cross-site", "same-site"],
+)
+def test_an_unsafe_method_from_another_site_gets_403(front_door: FrontDoor, headers: dict[str, str]) -> None:
+    task_id = str(uuid.uuid4())
+    status, _, body = front_door.request("POST", f"/api/task/revoke/{task_id}", "admin", headers=headers)
+    assert status == 403, (status, body[:200])
+
+
+def test_flowers_own_buttons_still_work(browser: Browser, host: Any, sample: dict[str, str]) -> None:
+    """Flower's JS sends X-XSRFToken from the same origin: revoke and pool grow/shrink take effect."""
+    worker = sample["worker"]
+    run = host.run("demo-worker-call sleep '[30]'")
+    assert run.rc == 0, run.stderr
+    task_id = run.stdout.strip().splitlines()[-1]
+    assert wait_for(lambda: fetch_json(host, f"/api/task/info/{task_id}").get("state") == "STARTED", 30)
+    context = login_context(browser)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("dialog", lambda dialog: dialog.accept())
+    try:
+        page.goto(f"https://{DOMAIN}{prefix(host)}/task/{task_id}", wait_until="networkidle")
+        # A running task offers Terminate (a revoke with terminate=true).
+        page.locator("#task-terminate").click()
+        assert wait_for(lambda: worker_journal(host, task_id, "terminating"), 20), "the terminate button did nothing"
+        before = pool_processes(host, worker)
+        page.goto(f"https://{DOMAIN}{prefix(host)}/worker/{worker}", wait_until="networkidle")
+        page.locator("#pool-size").fill("1")
+        page.locator("#worker-pool-grow").click()
+        assert wait_for(lambda: pool_processes(host, worker) == before + 1, 20), "the grow button did nothing"
+        page.locator("#worker-pool-shrink").click()
+        assert wait_for(lambda: pool_processes(host, worker) == before, 20), "the shrink button did nothing"
+    finally:
+        context.close()
+    assert errors == []
+
+
+def test_flowers_own_login_modes_refuse_cross_site_posts_too(host: Any, front_door: FrontDoor, tmp_path: Path) -> None:
+    """basic: Flower's own check; OAuth2: the same, and nginx refuses before Flower sees it."""
+    first_platform_only(host)
+    password = "molecule-basic-pw-2b7c41"
+    modes = {
+        "basic": {"flower_auth_mode": "basic", "flower_basic_auth": [f"root-basic:{password}"]},
+        "oauth": {
+            "flower_auth_mode": "oauth",
+            "flower_oauth2_provider": "github",
+            "flower_oauth2_key": "molecule-oauth-client-id",
+            "flower_oauth2_secret": "molecule-oauth-secret-4d2a",
+            "flower_oauth2_emails": ".*@example.com",
+        },
+    }
+    tags = ("--tags", "flower_configure,flower_service,flower_proxy_configure,flower_proxy_service")
+    token = base64.b64encode(f"root-basic:{password}".encode()).decode()
+    try:
+        for mode, settings in modes.items():
+            run = run_playbook(tmp_path / mode, {**GROUP_VARS, **settings}, "site.yml", *tags)
+            assert run.returncode == 0, run.stdout[-3000:]
+            auth = {"Authorization": f"Basic {token}"} if mode == "basic" else {}
+            task = str(uuid.uuid4())
+            for headers in ({"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+                status = front_door.request("POST", f"/api/task/revoke/{task}", headers={**auth, **headers})[0]
+                assert status == 403, f"{mode}: a cross-site POST got {status}"
+            if mode == "basic":
+                same = front_door.request("POST", f"/api/task/revoke/{task}", headers={**auth, **WRITE})[0]
+                assert same == 200, f"basic: the same-origin POST got {same}"
+    finally:
+        back = run_playbook(tmp_path / "proxy", GROUP_VARS, "site.yml", *tags)
+        assert back.returncode == 0, back.stdout[-3000:]
+    assert front_door.request("GET", "/", "admin")[0] == 200
+
+
+# --- 2. and 4. bans that cannot be dodged, and what a ban blocks ---------------
+
+
+def tls_connection(host: Any) -> ssl.SSLSocket:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    raw = socket.create_connection((container_ip(host), 443), timeout=5)
+    return context.wrap_socket(raw, server_hostname=DOMAIN)
+
+
+def raw_request(host: Any, request: bytes) -> bytes:
+    with tls_connection(host) as conn:
+        conn.sendall(request)
+        return conn.recv(200)
+
+
+def reachable(address: str, port: int) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def wrong_login(attempt: int) -> str:
+    token = base64.b64encode(f"{LOGINS['admin']['name']}:wrong-{attempt}".encode()).decode()
+    return f"Basic {token}"
+
+
+def controller_address(host: Any) -> str:
+    """This machine's address as the target sees it (the bridge's gateway)."""
+    template = "{{range .NetworkSettings.Networks}}{{.Gateway}} {{end}}"
+    name = host.backend.get_hostname()
+    inspect = subprocess.run(["docker", "inspect", "-f", template, name], capture_output=True, text=True, check=True)
+    return inspect.stdout.split()[0]
+
+
+def unban(host: Any, address: str) -> None:
+    host.run("fail2ban-client set %s unbanip %s", JAIL, address)
+
+
+def test_failed_logins_with_a_spaced_referer_are_banned_on_the_front_door_ports_only(
+    host: Any, front_door: FrontDoor
+) -> None:
+    first_platform_only(host)
+    address, me = container_ip(host), controller_address(host)
+    unban(host, me)
+    # A stand-in for sshd on the SSH port, for 120 s at most.
+    host.run("systemd-run --unit=ssh-stand-in -p RuntimeMaxSec=120 python3 -m http.server 22")
+    try:
+        assert wait_for(lambda: reachable(address, 22), 15), "the stand-in listener did not start"
+        kept = tls_connection(host)
+        kept.sendall(
+            f"GET {prefix(host)}/ HTTP/1.1\r\nHost: {DOMAIN}\r\nAuthorization: {wrong_login(0)}\r\n\r\n".encode()
+        )
+        assert b" 401 " in kept.recv(200)
+        for attempt in range(FAIL2BAN["flower_fail2ban_maxretry"] + 1):
+            headers = {"Referer": "a b", "Authorization": wrong_login(attempt)}
+            assert front_door.request("GET", "/", headers=headers)[0] == 401
+        banned = wait_for(lambda: not reachable(address, 443), timeout=30)
+        assert banned, "not banned: " + host.run("fail2ban-client status %s", JAIL).stdout
+        rules = host.run("ufw status").stdout
+        ban_lines = [line for line in rules.splitlines() if me in line]
+        assert ban_lines and all(re.search(r"\b80,443/tcp\b", line) for line in ban_lines), rules
+        assert reachable(address, 22), "the ban cut the SSH port too"
+        # The keep-alive connection opened before the ban cannot go on guessing.
+        try:
+            kept.sendall(f"GET / HTTP/1.1\r\nHost: {DOMAIN}\r\nAuthorization: {wrong_login(9)}\r\n\r\n".encode())
+            kept.settimeout(5)
+            answer = kept.recv(200)
+        except OSError:
+            answer = b""
+        assert b"HTTP/1.1" not in answer, f"the banned address was still answered: {answer!r}"
+    finally:
+        unban(host, me)
+        host.run("systemctl stop ssh-stand-in")
+    assert wait_for(lambda: reachable(address, 443), 20)
+
+
+def test_failed_logins_without_a_host_header_are_banned(host: Any) -> None:
+    first_platform_only(host)
+    address, me = container_ip(host), controller_address(host)
+    unban(host, me)
+    try:
+        for attempt in range(FAIL2BAN["flower_fail2ban_maxretry"] + 1):
+            answer = raw_request(
+                host, f"GET {prefix(host)}/ HTTP/1.0\r\nAuthorization: {wrong_login(attempt)}\r\n\r\n".encode()
+            )
+            assert b" 401 " in answer, answer
+        banned = wait_for(lambda: not reachable(address, 443), timeout=30)
+        assert banned, "not banned: " + host.run("fail2ban-client status %s", JAIL).stdout
+    finally:
+        unban(host, me)
+
+
+def test_the_projects_filter_matches_every_failed_login_nginx_wrote(host: Any) -> None:
+    first_platform_only(host)
+    log = "/var/log/nginx/flower/error.log"
+    failures = int(host.run("grep -cE 'password mismatch|was not found in' %s || true", log).stdout or 0)
+    assert failures > 0, "no failed login in nginx's log to check the filter against"
+    run = host.run("fail2ban-regex %s /etc/fail2ban/filter.d/%s.conf", log, JAIL)
+    assert run.rc == 0, run.stdout + run.stderr
+    matched = int(re.search(r"Lines: \d+ lines, \d+ ignored, (\d+) matched", run.stdout).group(1))
+    assert matched == failures, run.stdout
+
+
+# --- 3. guessing without a limit ----------------------------------------------
+
+
+@pytest.fixture()
+def not_banned(host: Any) -> Iterator[str]:
+    """The rate limits, not the bans, are under test: this machine is not banned meanwhile."""
+    me = controller_address(host)
+    host.run("fail2ban-client set %s addignoreip %s", JAIL, me)
+    yield me
+    host.run("fail2ban-client set %s delignoreip %s", JAIL, me)
+    unban(host, me)
+
+
+@pytest.mark.parametrize("path", ["/", "/api/workers", "/static/js/flower.js", "/metrics"])
+def test_a_flood_of_wrong_passwords_meets_429_and_admins_are_still_served(
+    host: Any, front_door: FrontDoor, not_banned: str, path: str
+) -> None:
+    first_platform_only(host)
+    statuses: list[int] = []
+    admin_during = None
+    for attempt in range(max(PROXY["flower_proxy_burst_ui"], PROXY["flower_proxy_burst_api"]) + 60):
+        statuses.append(front_door.request("GET", path, headers={"Authorization": wrong_login(attempt)})[0])
+        if attempt == 10:
+            admin_during = fetch(host, "/api/workers")[0]
+        if statuses[-1] == 429:
+            break
+    assert statuses[-1] == 429, f"{path}: no 429 after {len(statuses)} wrong passwords: {sorted(set(statuses))}"
+    assert admin_during == 200
+    time.sleep(5)  # let the bucket drain for the tests after this one
+
+
+# --- 5. a neighbour on the host -----------------------------------------------
+
+
+def socket_post(host: Any, user: str, route: str) -> Any:
+    probe = (
+        "import socket, sys; s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]);"
+        " s.sendall(b'POST ' + sys.argv[2].encode() + b' HTTP/1.0\\r\\nContent-Length: 3\\r\\n\\r\\nn=1');"
+        " print(s.recv(64))"
+    )
+    return host.run("runuser -u %s -- python3 -c %s %s %s", user, probe, FLOWER["flower_unix_socket"], route)
+
+
+def test_the_proxys_group_cannot_act_on_flower(host: Any, sample: dict[str, str]) -> None:
+    first_platform_only(host)
+    worker = sample["worker"]
+    before = pool_processes(host, worker)
+    route = prefix(host) + f"/api/worker/pool/grow/{worker}"
+    as_proxy = socket_post(host, "www-data", route)
+    assert as_proxy.rc == 0, as_proxy.stderr
+    assert re.search(r"HTTP/1\.[01] 40[13]", as_proxy.stdout), as_proxy.stdout
+    task = str(uuid.uuid4())
+    revoke = socket_post(host, "www-data", prefix(host) + f"/api/task/revoke/{task}")
+    assert re.search(r"HTTP/1\.[01] 40[13]", revoke.stdout), revoke.stdout
+    time.sleep(2)
+    assert pool_processes(host, worker) == before
+    assert not worker_journal(host, task, "revoke")
+    other = socket_post(host, "nobody", route)
+    assert other.rc != 0 and "Permission denied" in other.stderr
+
+
+def test_the_queue_exporter_cannot_read_the_password_hashes(host: Any) -> None:
+    first_platform_only(host)
+    pid = host.run("systemctl show -P MainPID flower-queue-exporter").stdout.strip()
+    assert pid not in ("", "0"), "the exporter is not running"
+    status = host.file(f"/proc/{pid}/status").content_string
+    uid = re.search(r"^Uid:\s+(\d+)", status, re.M).group(1)
+    gids = re.search(r"^Groups:\s*(.*)$", status, re.M).group(1).split()
+    gid = re.search(r"^Gid:\s+(\d+)", status, re.M).group(1)
+    groups = ",".join(gids) or gid
+    read = host.run("setpriv --reuid=%s --regid=%s --groups=%s cat /etc/nginx/flower.htpasswd", uid, gid, groups)
+    assert read.rc != 0 and "Permission denied" in read.stderr, "the exporter's user reads the hashes"
+
+
+# --- 9. smaller ones ------------------------------------------------------------
+
+
+def test_a_name_is_not_told_by_its_tier_without_the_password(front_door: FrontDoor) -> None:
+    """A write with a wrong password gets 401 for an admin's name, a viewer's name and an unknown name alike."""
+    task = str(uuid.uuid4())
+    answers = {
+        name: front_door.request("POST", f"/api/task/revoke/{task}", name, password="wrong", headers=WRITE)[0]
+        for name in (LOGINS["admin"]["name"], LOGINS["viewer"]["name"], "nobody-here")
+    }
+    assert set(answers.values()) == {401}, answers
+
+
+@pytest.mark.parametrize("group", ["secp521r1", "X448"])
+def test_curves_outside_mozilla_intermediate_are_refused(host: Any, group: str) -> None:
+    run = subprocess.run(
+        ["openssl", "s_client", "-connect", f"{container_ip(host)}:443", "-servername", DOMAIN, "-groups", group],
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert "Cipher is (NONE)" in run.stdout or run.returncode != 0, f"{group} accepted: {run.stdout[-400:]}"
+
+
+def test_scripts_run_only_from_files_and_known_inline_hashes(front_door: FrontDoor) -> None:
+    _, headers, _ = front_door.request("GET", "/", "admin")
+    directives = (part.strip().split(" ", 1) for part in headers["Content-Security-Policy"].split(";"))
+    policy = {name: rest[0] if rest else "" for name, *rest in directives}
+    assert "'unsafe-inline'" not in policy["script-src"], policy
+
+
+def test_sslyze_finds_the_front_door_mozilla_intermediate(host: Any) -> None:
+    first_platform_only(host)
+    out = Path("/tmp") / f"sslyze-{uuid.uuid4().hex}.json"
+    run = subprocess.run(
+        ["sslyze", "--mozilla_config=intermediate", f"--json_out={out}", f"{DOMAIN}:443{{{container_ip(host)}}}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    text = run.stdout
+    out.unlink(missing_ok=True)
+    problems = [
+        line
+        for line in text.split("COMPLIANCE AGAINST TLS CONFIGURATION", 1)[-1].splitlines()
+        # The certificate is Pebble's (a private CA, five-year certificates): its checks are not the front door's.
+        if line.strip().startswith("*") and "certificate" not in line.lower()
+    ]
+    assert 'Checking results against Mozilla\'s "intermediate" configuration' in text, text[-2000:]
+    assert not problems, "\n".join(problems)
