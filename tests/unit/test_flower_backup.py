@@ -2,7 +2,7 @@
 
 Flower's state is a shelve of pickles. The tool loads every entry with a restricted unpickler that admits only the
 classes Flower 2.2's saved state holds, and verify/restore refuse a manifest not signed with the host's key (passed
-by systemd as a credential; here CREDENTIALS_DIRECTORY points at a test directory). The real state is built with
+on the tool's standard input, as the unit and `flower-backup` hand it over). The real state is built with
 Flower's own EventsState, fed the events a worker sends, and saved as Flower saves it.
 
 The sandbox (systemd-run) and the root-only key file are proven on a real host in Molecule
@@ -15,7 +15,6 @@ import hashlib
 import importlib.util
 import io
 import json
-import os
 import pickle
 import shelve
 import subprocess
@@ -172,15 +171,10 @@ def write_config(tmp_path: Path, source: Path) -> Path:
 
 
 def run_tool(tmp_path: Path, config: Path, *args: str, key: bytes | None = KEY) -> subprocess.CompletedProcess[str]:
-    """The tool as the unit runs it, with the key as its systemd credential (none: no credential at all)."""
-    env = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"}
-    if key is not None:
-        credentials = tmp_path / "credentials"
-        credentials.mkdir(mode=0o700, exist_ok=True)
-        (credentials / "manifest-key").write_bytes(key)
-        env["CREDENTIALS_DIRECTORY"] = str(credentials)
+    """The tool as the unit runs it, with the key on its standard input (none: nothing there)."""
     argv = [sys.executable, str(TOOL), "--config", str(config), *args]
-    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, check=False)
+    stdin = (key or b"").decode()
+    return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=120, check=False)
 
 
 def plant_archive(tool: ModuleType, backup_dir: Path, db: Path, tasks: int, key: bytes) -> str:

@@ -112,13 +112,13 @@ def test_backup_is_private_and_checksummed(host: Any, backed_up: dict[str, Any])
 
 
 def test_the_manifest_key_is_roots_alone(host: Any, backed_up: dict[str, Any]) -> None:
-    """The backup user signs through its unit's credential, and cannot read the key file itself."""
+    """The backup user signs with the key systemd hands its unit on stdin, and cannot read the key file itself."""
     key = host.file(KEY_FILE)
     assert (key.user, key.group, key.mode, key.is_symlink) == ("root", "root", 0o600, False)
     assert len(key.content.strip()) >= 32
     read = host.run("runuser -u %s -- cat %s", BACKUP["flower_backup_user"], KEY_FILE)
     assert read.rc != 0 and not read.stdout, "the backup user can read the manifest key"
-    # Without the sandbox's credential the tool has no key, and refuses before opening anything.
+    # Without the key on its standard input the tool refuses before opening anything.
     direct = host.run(
         "runuser -u %s -- %s %s --config %s verify --archive %s",
         BACKUP["flower_backup_user"],

@@ -12,10 +12,11 @@ admits only the classes Flower's saved state holds: an archive cannot run code.
 
 Archives are `flower-<UTC timestamp>.tar.gz` with a `.json` manifest beside
 them (sha256, task count, files), signed with an HMAC-SHA256 under a key only
-root can read, which systemd passes as the credential `manifest-key`
-(LoadCredential=): verify and restore refuse a manifest this host's key did not
-sign. Errors go to stderr with the journal's `<3>` prefix and make the exit
-status non-zero; nothing is deleted on a failure.
+root can read, which reaches the tool on its standard input (the unit's
+StandardInput=file:, or `flower-backup`'s pipe into its sandbox): verify and
+restore refuse a manifest this host's key did not sign. Errors go to stderr
+with the journal's `<3>` prefix and make the exit status non-zero; nothing is
+deleted on a failure.
 """
 
 from __future__ import annotations
@@ -50,8 +51,6 @@ SUFFIX = ".tar.gz"
 # Berkeley DB: PATH.db; dumb: .dat/.dir/.bak; ndbm: .pag/.dir). Flower's own
 # temporary file (PATH.tmp) and set-aside files (PATH.corrupt) are not part of it.
 DBM_SUFFIXES = ("", ".db", ".dat", ".dir", ".bak", ".pag")
-# The systemd credential (LoadCredential=) holding the key that signs manifests.
-KEY_CREDENTIAL = "manifest-key"
 MIN_KEY_BYTES = 32
 # Every global a pickle of Flower 2.2's saved state names (EventsState.__reduce__
 # and those of its workers and tasks, listed with pickletools from a real
@@ -150,17 +149,15 @@ def count_tasks(base: Path) -> int:
 
 
 def manifest_key() -> bytes:
-    """The manifest key, from the credentials systemd passed to this unit."""
-    directory = os.environ.get("CREDENTIALS_DIRECTORY")
-    if not directory:
+    """The manifest key, on standard input: the unit has systemd open the root-only key file for it
+    (StandardInput=file:), and `flower-backup` pipes it into the sandbox. The tool never opens the file."""
+    stdin = sys.stdin.buffer if sys.stdin is not None and not sys.stdin.isatty() else None
+    key = stdin.read(4096).strip() if stdin is not None else b""
+    if not key:
         raise BackupError(
             "no manifest key: run `flower-backup` as root (it runs this tool in the backup unit's sandbox, "
-            "which passes the key) or start flower-backup.service"
+            "with the key on its standard input) or start flower-backup.service"
         )
-    try:
-        key = (Path(directory) / KEY_CREDENTIAL).read_bytes().strip()
-    except OSError as error:
-        raise BackupError(f"the manifest key credential {KEY_CREDENTIAL!r} cannot be read: {error}") from error
     if len(key) < MIN_KEY_BYTES:
         raise BackupError(f"the manifest key is shorter than {MIN_KEY_BYTES} bytes")
     return key
