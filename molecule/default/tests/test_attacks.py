@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import base64
 import http.server
+import ipaddress
+import json
 import random
 import re
 import socket
@@ -20,11 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import testinfra
 from conftest import (
+    ACCOUNT,
     DOMAIN,
     FLOWER,
     GROUP_VARS,
     LOGINS,
+    MOLECULE,
     FrontDoor,
     container_ip,
     fetch,
@@ -43,7 +48,9 @@ EVERY_PLATFORM = True
 PROXY = role_defaults("flower_proxy")
 FAIL2BAN = role_defaults("flower_fail2ban")
 JAIL = "flower-nginx-auth"
+OTHER_INSTANCE = MOLECULE["platforms"][1]["name"]
 WRITE = {"Origin": f"https://{DOMAIN}"}
+PROXY_SITE = "/etc/nginx/sites-available/flower.conf"
 
 
 def worker_journal(host: Any, pattern: str, also: str = "") -> str:
@@ -362,6 +369,82 @@ def test_a_flood_of_wrong_passwords_meets_429_and_admins_are_still_served(
     time.sleep(5)  # let the bucket drain for the tests after this one
 
 
+def test_idle_connections_from_one_address_do_not_lock_out_another(host: Any) -> None:
+    """More idle TLS connections than nginx has slots (its workers' worker_connections) from this machine;
+    the target's own loopback (a second address) is still served meanwhile."""
+    first_platform_only(host)
+    slots = int(host.run("nginx -T 2>/dev/null | grep -oP 'worker_connections\\s+\\K\\d+'").stdout.split()[0])
+    workers = int(host.run("pgrep -c -f 'nginx: worker'").stdout.strip())
+    held: list[ssl.SSLSocket] = []
+    refused = 0
+    try:
+        for _ in range(slots * workers + 100):
+            try:
+                held.append(tls_connection(host))
+            except OSError:
+                refused += 1
+                if refused > 20:
+                    break
+        served = fetch(host, "/healthcheck", auth=False)[0]
+    finally:
+        for conn in held:
+            conn.close()
+    assert served == 200, f"{len(held)} idle connections from one address locked the front door ({served})"
+    assert refused, f"all {len(held)} idle connections from one address were accepted"
+
+
+def test_ipv6_clients_count_per_64_in_rate_limits(host: Any) -> None:
+    """The rendered map from client address to rate-limit key, run in a throwaway nginx on the target with
+    the addresses set by realip (the test network carries no IPv6)."""
+    first_platform_only(host)
+    site = host.file(PROXY_SITE).content_string
+    client_map = re.search(r"^map \$remote_addr \$flower_client \{.*?^\}", site, re.M | re.S).group(0)
+    conf = f"""pid /var/tmp/keys/nginx.pid; error_log /var/tmp/keys/error.log; events {{}}
+http {{ access_log off; {client_map}
+server {{ listen unix:/var/tmp/keys/s.sock; set_real_ip_from unix:; real_ip_header X-Client;
+location / {{ return 200 "$flower_client"; }} }} }}"""
+    host.run("rm -rf /var/tmp/keys && mkdir -p /var/tmp/keys")
+    host.run("printf '%%s' %s > /var/tmp/keys/nginx.conf", conf)
+    probe = (
+        "import socket, sys\n"
+        "for a in sys.argv[1:]:\n"
+        " s = socket.socket(socket.AF_UNIX); s.connect('/var/tmp/keys/s.sock')\n"
+        " s.sendall(f'GET / HTTP/1.0\\r\\nX-Client: {a}\\r\\n\\r\\n'.encode())\n"
+        " print(s.recv(999).split(b'\\r\\n\\r\\n')[1].decode())"
+    )
+    addresses = [
+        "2001:db8:1:2:aaaa::1",
+        "2001:db8:1:2:bbbb:1:2:3",
+        "2001:db8:1:3::1",
+        "2001:db8::5",
+        "2001:db8:0:0:7::",
+        "192.0.2.7",
+    ]
+    try:
+        assert host.run("nginx -c /var/tmp/keys/nginx.conf -p /var/tmp/keys").rc == 0
+        run = host.run("python3 -c %s %s", probe, " ".join(addresses))
+    finally:
+        host.run("kill $(cat /var/tmp/keys/nginx.pid); rm -rf /var/tmp/keys")
+    keys = dict(zip(addresses, run.stdout.split(), strict=True))
+    nets = {a: str(ipaddress.ip_network(f"{a}/64", strict=False)) for a in addresses if ":" in a}
+    for address, net in nets.items():
+        assert ipaddress.ip_network(keys[address]) == ipaddress.ip_network(net), (address, keys[address])
+    assert keys["192.0.2.7"] == "192.0.2.7"
+
+
+def test_an_ipv6_ban_covers_the_clients_64_on_the_front_door_ports(host: Any) -> None:
+    first_platform_only(host)
+    address = "2001:db8:77:1::5"
+    host.run("fail2ban-client set %s banip %s", JAIL, address)
+    try:
+        rules = wait_for(lambda: "2001:db8:77:1::/64" in (r := host.run("ufw status").stdout) and r, 15)
+    finally:
+        unban(host, address)
+    assert rules, host.run("ufw status").stdout
+    assert re.search(r"^80,443/tcp.*DENY.*2001:db8:77:1::/64", rules, re.M), rules
+    assert wait_for(lambda: "2001:db8:77:1::/64" not in host.run("ufw status").stdout, 15), "the unban left the rule"
+
+
 # --- 5. a neighbour on the host -----------------------------------------------
 
 
@@ -416,6 +499,82 @@ def test_a_name_is_not_told_by_its_tier_without_the_password(front_door: FrontDo
         for name in (LOGINS["admin"]["name"], LOGINS["viewer"]["name"], "nobody-here")
     }
     assert set(answers.values()) == {401}, answers
+
+
+def test_one_password_hashes_differently_on_each_host(host: Any) -> None:
+    """bcrypt salts come from each host's own secret, not from names an attacker knows."""
+    first_platform_only(host)
+    other = testinfra.get_host(f"docker://{OTHER_INSTANCE}")
+    hashes = [
+        dict(line.split(":", 1) for line in h.file("/etc/nginx/flower.htpasswd").content_string.split())
+        for h in (host, other)
+    ]
+    admin = LOGINS["admin"]["name"]
+    assert hashes[0][admin] != hashes[1][admin], "the same salt on both hosts"
+    secret = host.file("/etc/nginx/flower-htpasswd.salt")
+    assert (secret.user, secret.mode) == ("root", 0o600)
+
+
+def test_the_local_ca_may_sign_only_the_served_name(host: Any, tmp_path: Path) -> None:
+    """Selfsigned mode's CA (the one operators are told to trust) carries name constraints: openssl refuses a
+    certificate it signed for another name."""
+    first_platform_only(host)
+    tls_dir = "/var/tmp/selfsigned-ca-test"
+    run = run_playbook(
+        tmp_path,
+        {**GROUP_VARS, "flower_tls_mode": "selfsigned", "flower_tls_dir": tls_dir},
+        "site.yml",
+        "--tags",
+        "flower_tls_configure",
+    )
+    try:
+        assert run.returncode == 0, run.stdout[-3000:]
+        ca, ca_key = f"{tls_dir}/ca/ca.crt", f"{tls_dir}/ca/ca.key"
+        constraints = host.run("openssl x509 -in %s -noout -ext nameConstraints", ca).stdout
+        assert "critical" in constraints and f"Permitted:\n      DNS:{DOMAIN}" in constraints, constraints
+        served = host.run("openssl verify -CAfile %s %s/%s/fullchain.pem", ca, tls_dir, DOMAIN)
+        assert served.rc == 0, served.stdout + served.stderr
+        forged = host.run(
+            "cd /var/tmp && openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout evil.key"
+            " -subj /CN=evil.example -addext subjectAltName=DNS:evil.example -out evil.csr 2>/dev/null"
+            " && openssl x509 -req -in evil.csr -CA %s -CAkey %s -CAcreateserial -days 1 -copy_extensions copy"
+            " -out evil.crt 2>/dev/null && openssl verify -CAfile %s evil.crt",
+            ca,
+            ca_key,
+            ca,
+        )
+        assert forged.rc != 0 and "permitted subtree violation" in forged.stdout + forged.stderr, forged.stdout
+    finally:
+        host.run("rm -rf %s /var/tmp/evil.key /var/tmp/evil.csr /var/tmp/evil.crt", tls_dir)
+
+
+def test_flowers_virtualenv_is_exactly_the_lock(host: Any) -> None:
+    """Nothing floats: the virtualenv holds every package of the hash-checked lock that applies to this host's
+    Python (markers evaluated there), at its version, and no other."""
+    app_root = ACCOUNT["flower_account_app_root"]
+    lock = host.file(f"{app_root}/requirements.lock").content_string
+    pins = [
+        re.match(r"^([A-Za-z0-9][\w.-]*==[^\s;\\]+)\s*(?:;\s*([^\\]+?))?\s*\\?$", line) for line in lock.splitlines()
+    ]
+    pins = [pin for pin in pins if pin]
+    markers = sorted({pin[2] for pin in pins if pin[2]})
+    evaluate = "import sys; from packaging.markers import Marker; print([Marker(m).evaluate() for m in sys.argv[1:]])"
+    command = "python3 -c %s" + " %s" * len(markers)
+    answers = json.loads(host.check_output(command, evaluate, *markers).lower())
+    applies = dict(zip(markers, answers, strict=True))
+    wanted = {normalized(pin[1]) for pin in pins if not pin[2] or applies[pin[2]]}
+    venv = FLOWER["flower_venv"].replace("{{ flower_account_app_root }}", app_root)
+    freeze = host.run("%s/bin/python -m pip freeze", venv)
+    assert freeze.rc == 0, freeze.stderr
+    held = {normalized(line) for line in freeze.stdout.splitlines() if "==" in line}
+    assert held == wanted, f"outside the lock: {sorted(held - wanted)}; missing: {sorted(wanted - held)}"
+    assert len(wanted) > 10, "the lock names only a few packages: not the whole closure"
+    assert lock.count("--hash=sha256:") >= len(pins)
+
+
+def normalized(pin: str) -> str:
+    name, _, version = pin.partition("==")
+    return f"{re.sub(r'[-_.]+', '-', name).lower()}=={version}"
 
 
 @pytest.mark.parametrize("group", ["secp521r1", "X448"])
