@@ -97,6 +97,12 @@ options:
         file (with C(backup_dir)); its calendar gives the interval.
     type: str
     default: flower-backup.timer
+  backup_command:
+    description:
+      - The backup's own command (item 11), run as C(<command> verify --archive <newest>). It opens the archive in
+        the backup unit's sandbox with the manifest key, never as root.
+    type: path
+    default: /usr/local/sbin/flower-backup
   logrotate_files:
     description:
       - logrotate files that must be valid (item 12), checked with C(logrotate --debug).
@@ -584,7 +590,7 @@ class Audit:
                 False, f"{timer} is {state.get('ActiveState', 'missing')} ({state.get('UnitFileState', '?')})"
             )
         interval = self.timer_interval(state.get("TimersCalendar", ""))
-        service = self.systemctl_show(state.get("Unit", ""), "ExecStart User")
+        service = self.systemctl_show(state.get("Unit", ""), "ExecStart")
         argv = _exec_argv(service.get("ExecStart", ""))
         config_path = next((argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--config"), "")
         try:
@@ -606,10 +612,8 @@ class Audit:
         problems = []
         if interval and age > 2 * interval:
             problems.append(f"newest archive {newest} is {age / 3600:.1f} h old (interval {interval / 3600:.1f} h)")
-        cut = argv.index("--config") if "--config" in argv else len(argv)
-        # As the backup's own user: verify takes the backup directory's lock file, which root must not own.
-        runas = ["runuser", "-u", service["User"], "--"] if service.get("User") else []
-        rc, out = self.run(runas + argv[:cut] + ["--config", config_path, "verify", "--archive", newest])
+        # The backup's own command: it opens the archive in the backup unit's sandbox, as its user, with the key.
+        rc, out = self.run([self.params["backup_command"], "verify", "--archive", newest])
         if rc != 0:
             problems.append(f"{newest} does not verify: {out[-200:]}")
         seen = f"{timer} active; newest {newest}, {age / 60:.0f} min old (interval {interval / 60:.0f} min)"
@@ -935,6 +939,7 @@ def main() -> None:
             memory_per_task_kib=dict(type="float", default=6.5),
             memory_save_factor=dict(type="float", default=1.6),
             backup_timer=dict(type="str", default="flower-backup.timer"),
+            backup_command=dict(type="path", default="/usr/local/sbin/flower-backup"),
             logrotate_files=dict(type="list", elements="path", default=[]),
             headers=dict(
                 type="list",

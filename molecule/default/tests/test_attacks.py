@@ -6,6 +6,7 @@ the weakness first (it failed on the code before the fix) and stays as its guard
 from __future__ import annotations
 
 import base64
+import hashlib
 import http.server
 import ipaddress
 import json
@@ -421,10 +422,12 @@ location / {{ return 200 "$flower_client"; }} }} }}"""
         "192.0.2.7",
     ]
     try:
-        assert host.run("nginx -c /var/tmp/keys/nginx.conf -p /var/tmp/keys").rc == 0
-        run = host.run("python3 -c %s %s", probe, " ".join(addresses))
+        started = host.run("nginx -c /var/tmp/keys/nginx.conf -p /var/tmp/keys")
+        assert started.rc == 0, started.stderr
+        run = host.run("python3 -c %s" + " %s" * len(addresses), probe, *addresses)
     finally:
         host.run("kill $(cat /var/tmp/keys/nginx.pid); rm -rf /var/tmp/keys")
+    assert run.rc == 0, run.stderr
     keys = dict(zip(addresses, run.stdout.split(), strict=True))
     nets = {a: str(ipaddress.ip_network(f"{a}/64", strict=False)) for a in addresses if ":" in a}
     for address, net in nets.items():
@@ -511,6 +514,10 @@ def test_one_password_hashes_differently_on_each_host(host: Any) -> None:
     ]
     admin = LOGINS["admin"]["name"]
     assert hashes[0][admin] != hashes[1][admin], "the same salt on both hosts"
+    # An attacker who knows the host's and the login's names (and this project's code) cannot derive the salt.
+    for h, found in zip((host, other), hashes, strict=True):
+        guessed = hashlib.sha256(f"{h.backend.get_hostname()}:{admin}".encode()).hexdigest()[:21] + "e"
+        assert found[admin][7:29] != guessed, "the salt is derived from public names"
     secret = host.file("/etc/nginx/flower-htpasswd.salt")
     assert (secret.user, secret.mode) == ("root", 0o600)
 
