@@ -9,9 +9,11 @@ tests that import module_utils themselves.
 
 from __future__ import annotations
 
+import importlib.util
 import runpy
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import ansible.module_utils
 
@@ -22,6 +24,15 @@ def add_project_module_utils() -> None:
     """Make module_utils/<name>.py importable as ansible.module_utils.<name>."""
     if str(PROJECT_MODULE_UTILS) not in ansible.module_utils.__path__:
         ansible.module_utils.__path__.append(str(PROJECT_MODULE_UTILS))
+
+
+def load_file(name: str, path: Path) -> ModuleType:
+    """A Python file that is not on the import path (a module of library/, a role's plugin), imported."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def main() -> None:

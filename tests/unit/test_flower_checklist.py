@@ -8,13 +8,13 @@ the damaged items."""
 from __future__ import annotations
 
 import datetime
-import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 from flower_stack import FLOWER_PASSWORD, FLOWER_USER, PROJECT, ModuleRun, RealFlower, run_module
+from module_runner import load_file
 
 CHECKLIST = PROJECT / "library" / "flower_checklist.py"
 
@@ -26,11 +26,7 @@ def audit(tmp_path: Path) -> Callable[..., ModuleRun]:
 
 @pytest.fixture(scope="module")
 def checklist() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("flower_checklist", CHECKLIST)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file("flower_checklist", CHECKLIST)
 
 
 def items(run: ModuleRun) -> dict[int, dict]:

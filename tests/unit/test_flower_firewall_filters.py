@@ -6,22 +6,18 @@ The reconcile on a real ufw (a wide rule gone after narrowing, others' rules kep
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from module_runner import load_file
 
 PLUGIN = Path(__file__).resolve().parents[2] / "roles" / "flower_firewall" / "filter_plugins" / "flower_firewall.py"
 
 
 @pytest.fixture(scope="module")
 def filters() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("flower_firewall_filters", PLUGIN)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file("flower_firewall_filters", PLUGIN)
 
 
 def tuple_line(spec: str, comment: str = "") -> str:

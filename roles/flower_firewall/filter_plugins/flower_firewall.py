@@ -47,31 +47,20 @@ def flower_firewall_wanted(
     marker: str,
 ) -> list[dict[str, Any]]:
     """Every rule the settings ask for, SSH first, each with its kind and its marked comment."""
-    wanted = [
-        dict(
-            kind="ssh",
-            rule="allow",
-            proto="tcp",
-            port=str(ssh_port),
-            from_ip=source,
-            to_ip="any",
-            comment=f"{marker} ssh",
-        )
-        for source in ssh_allow
-    ]
-    wanted += [
-        dict(
-            kind="proxy",
+
+    def allowed(kind: str, port: Any, source: str) -> dict[str, Any]:
+        return dict(
+            kind=kind,
             rule="allow",
             proto="tcp",
             port=str(port),
             from_ip=source,
             to_ip="any",
-            comment=f"{marker} proxy",
+            comment=f"{marker} {kind}",
         )
-        for port in ports
-        for source in allow
-    ]
+
+    wanted = [allowed("ssh", ssh_port, source) for source in ssh_allow]
+    wanted += [allowed("proxy", port, source) for port in ports for source in allow]
     for extra in extra_rules:
         comment = f"{marker} extra" + (f": {extra['comment']}" if extra.get("comment") else "")
         wanted.append(
