@@ -28,6 +28,7 @@ MOLECULE = yaml.safe_load((SCENARIO_DIR / "molecule.yml").read_text())
 GROUP_VARS: dict[str, Any] = MOLECULE["provisioner"]["inventory"]["group_vars"]["all"]
 INSTANCE: str = MOLECULE["platforms"][0]["name"]
 GROUPS: list[str] = MOLECULE["platforms"][0]["groups"]
+FLOWER_PLATFORMS = {platform["name"] for platform in MOLECULE["platforms"] if "flower" in platform["groups"]}
 LOGINS: dict[str, dict[str, str]] = {user["role"]: user for user in reversed(GROUP_VARS["flower_proxy_users"])}
 SECRETS: list[str] = [
     GROUP_VARS["demo_broker_password"],
@@ -50,11 +51,15 @@ USER, PASSWORD = LOGINS["admin"]["name"], LOGINS["admin"]["password"]
 
 @pytest.fixture(autouse=True)
 def _platform_scope(request: pytest.FixtureRequest) -> None:
-    """The first platform runs every test; the others only modules that set EVERY_PLATFORM = True."""
+    """The first platform runs every test; the other Flower platforms only modules that set EVERY_PLATFORM = True;
+    a platform without Flower (the monitoring-only one) only modules that set WITHOUT_FLOWER = True."""
     if "host" not in request.fixturenames:
         return
-    host = request.getfixturevalue("host")
-    if host.backend.get_hostname() != INSTANCE and not getattr(request.module, "EVERY_PLATFORM", False):
+    name = request.getfixturevalue("host").backend.get_hostname()
+    if name not in FLOWER_PLATFORMS:
+        if not getattr(request.module, "WITHOUT_FLOWER", False):
+            pytest.skip(f"no Flower on {name}")
+    elif name != INSTANCE and not getattr(request.module, "EVERY_PLATFORM", False):
         pytest.skip(f"runs on {INSTANCE} only")
 
 

@@ -15,9 +15,9 @@ import pytest
 import testinfra
 from conftest import INSTANCE, MOLECULE, container_ip, service_diagnostics, wait_for
 
-# Runs on the monitoring platform only, once: conftest's _platform_scope lets an
-# EVERY_PLATFORM module reach the other platforms, and `monitor` skips all but that one.
-EVERY_PLATFORM = True
+# Runs on the monitoring platform only, once: conftest's _platform_scope lets a
+# WITHOUT_FLOWER module reach the platform without Flower, and `monitor` skips all but that one.
+WITHOUT_FLOWER = True
 MONITOR = "flowerops-molecule-monitor"
 assert MONITOR in [platform["name"] for platform in MOLECULE["platforms"]], "molecule.yml has no monitoring platform"
 CLOSED_TO_OTHERS = {9090: "Prometheus", 9093: "Alertmanager", 9094: "Alertmanager's gossip"}
