@@ -49,18 +49,24 @@ ACCOUNT = role_defaults("flower_account")
 USER, PASSWORD = LOGINS["admin"]["name"], LOGINS["admin"]["password"]
 
 
-@pytest.fixture(autouse=True)
-def _platform_scope(request: pytest.FixtureRequest) -> None:
-    """The first platform runs every test; the other Flower platforms only modules that set EVERY_PLATFORM = True;
-    a platform without Flower (the monitoring-only one) only modules that set WITHOUT_FLOWER = True."""
-    if "host" not in request.fixturenames:
-        return
-    name = request.getfixturevalue("host").backend.get_hostname()
+def platform_skip(name: str, module: Any) -> str:
+    """Why a test module does not run on this platform ("" when it does): the first platform runs every test;
+    the other Flower platforms only modules that set EVERY_PLATFORM = True; a platform without Flower (the
+    monitoring-only one) only modules that set WITHOUT_FLOWER = True."""
     if name not in FLOWER_PLATFORMS:
-        if not getattr(request.module, "WITHOUT_FLOWER", False):
-            pytest.skip(f"no Flower on {name}")
-    elif name != INSTANCE and not getattr(request.module, "EVERY_PLATFORM", False):
-        pytest.skip(f"runs on {INSTANCE} only")
+        return "" if getattr(module, "WITHOUT_FLOWER", False) else f"no Flower on {name}"
+    if name != INSTANCE and not getattr(module, "EVERY_PLATFORM", False):
+        return f"runs on {INSTANCE} only"
+    return ""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Skipped at collection, so that no fixture (module-scoped ones included) runs on a platform it is not for."""
+    for item in items:
+        host = getattr(item, "callspec", None) and item.callspec.params.get("_testinfra_host")
+        reason = platform_skip(host.backend.get_hostname(), item.module) if host else ""
+        if reason:
+            item.add_marker(pytest.mark.skip(reason=reason))
 
 
 def first_platform_only(host: Any) -> None:
