@@ -56,7 +56,8 @@ start_container() {
 up() {
   start_container
   install -d -m 0700 "$SECRETS_DIR"
-  ansible-playbook site.yml -i inventories/demo
+  # The fixtures (broker, worker), then site.yml, then the production checklist.
+  ansible-playbook playbooks/demo.yml -i inventories/demo
   cat <<EOT
 
 Flower is up, behind nginx with HTTPS from the demo's own CA.

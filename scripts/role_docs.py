@@ -4,7 +4,7 @@
 Each option's `description` in roles/<role>/meta/argument_specs.yml is the one
 source. From it this script writes:
   - the variable table in each roles/<role>/README.md,
-  - the index of roles and their tables in the root README.md,
+  - the index of roles in the root README.md (each links to its README and its table),
   - the comment above each variable in roles/<role>/defaults/main.yml.
 
 python scripts/role_docs.py           exit 1 and name the stale files
@@ -66,10 +66,11 @@ def role_block(role: str) -> str:
 
 
 def root_block() -> str:
-    lines = [START]
+    lines = [START, "", "| Role | What it does | Settable variables |", "| --- | --- | --- |"]
     for role in roles():
-        summary = entry_points(role)["main"]["short_description"]
-        lines += ["", f"**[{role}](roles/{role}/README.md)**: {summary}", "", *table(role)]
+        summary = cell(entry_points(role)["main"]["short_description"])
+        count = len(options(role))
+        lines.append(f"| [{role}](roles/{role}/README.md) | {summary} | {count} ([table](roles/{role}/README.md#variables)) |")
     return "\n".join([*lines, END])
 
 

@@ -50,27 +50,46 @@ def test_generated_docs_are_current() -> None:
     assert not stale, f"stale (run `make docs`): {', '.join(stale)}"
 
 
+FIXTURES = [role for role in ROLES if role.startswith(("demo_", "test_"))]
+
+
 def test_every_role_runs_its_preflight_from_the_one_list() -> None:
+    """Production roles are validated once, by site.yml's preflight; fixtures only by their own playbook."""
     play = load("playbooks", "preflight.yml")[0]
     listed = [entry["role"] for entry in play["vars"]["_flowerops_roles"]]
-    assert sorted(listed) == ROLES, "playbooks/preflight.yml's role list and roles/ differ"
-    site = (ROOT / "site.yml").read_text()
+    # The checklist is not a stage of site.yml: playbooks/checklist.yml validates it itself.
+    assert sorted(listed) == sorted(set(ROLES) - set(FIXTURES) - {"flower_checklist"})
+    stages = [item["ansible.builtin.import_playbook"] for item in load("site.yml")]
+    assert stages[0] == "playbooks/preflight.yml"
+    text = "".join((ROOT / stage).read_text() for stage in stages[1:])
     for entry in play["vars"]["_flowerops_roles"]:
-        assert f"hosts: {entry['group']}" in "".join(
-            (ROOT / "playbooks" / item["ansible.builtin.import_playbook"].split("/", 1)[1]).read_text()
-            for item in load("site.yml")
-            if item["ansible.builtin.import_playbook"] != "playbooks/preflight.yml"
-        ), f"no stage of site.yml runs on group {entry['group']}"
-    assert "playbooks/preflight.yml" in site
+        assert f"hosts: {entry['group']}" in text, f"no stage of site.yml runs on group {entry['group']}"
+
+
+def test_production_paths_do_not_know_the_fixtures() -> None:
+    """site.yml, its stages and the example inventories name no demo or test group, role or play."""
+    stages = [ROOT / "site.yml"] + [ROOT / item["ansible.builtin.import_playbook"] for item in load("site.yml")]
+    inventories = [p for env in ("production", "staging") for p in (ROOT / "inventories" / env).rglob("*.yml")]
+    for path in stages + inventories:
+        text = path.read_text()
+        for fixture in FIXTURES:
+            assert fixture not in text, f"{path.relative_to(ROOT)} names the fixture {fixture}"
+        assert "fixtures.yml" not in text and "vars/wiring.yml" not in text, path
+        assert "_flowerops_preflight_done" not in text, path
 
 
 @pytest.mark.parametrize("role", ROLES)
 def test_every_phase_has_its_tag(role: str) -> None:
     """`--tags <role>_configure` re-renders configuration without a reinstall."""
     main = load("roles", role, "tasks", "main.yml")
-    preflight, *phases = main
-    assert preflight["when"] == "_flowerops_preflight_done is not defined", "main.yml should validate first"
-    assert preflight["tags"] == ["always"], "a run limited with --tags must still validate"
+    # Roles site.yml runs are validated by its preflight; a fixture or a role outside
+    # site.yml (the checklist) validates itself first, under every tag.
+    if role in FIXTURES or role == "flower_checklist":
+        preflight, *phases = main
+        assert "when" not in preflight and preflight["tags"] == ["always"], "it should validate first"
+    else:
+        phases = main
     for task in phases:
+        assert "ansible.builtin.include_tasks" not in task, f"{role}: main.yml validates again"
         phase = task["ansible.builtin.import_tasks"].removesuffix(".yml")
         assert task["tags"] == [f"{role}_{phase}"], f"{role}: {phase}.yml is not tagged {role}_{phase}"

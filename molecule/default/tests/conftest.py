@@ -29,11 +29,11 @@ GROUP_VARS: dict[str, Any] = MOLECULE["provisioner"]["inventory"]["group_vars"][
 INSTANCE: str = MOLECULE["platforms"][0]["name"]
 GROUPS: list[str] = MOLECULE["platforms"][0]["groups"]
 FLOWER_PLATFORMS = {platform["name"] for platform in MOLECULE["platforms"] if "flower" in platform["groups"]}
-LOGINS: dict[str, dict[str, str]] = {user["role"]: user for user in reversed(GROUP_VARS["flower_proxy_users"])}
+LOGINS: dict[str, dict[str, str]] = {user["role"]: user for user in reversed(GROUP_VARS["flower_users"])}
 SECRETS: list[str] = [
     GROUP_VARS["demo_broker_password"],
     GROUP_VARS["flower_cookie_secret"],
-    *(user["password"] for user in GROUP_VARS["flower_proxy_users"]),
+    *(user["password"] for user in GROUP_VARS["flower_users"]),
 ]
 DOMAIN: str = GROUP_VARS["flower_domain"]
 # The CA that issued the served certificate (Pebble's root), on the target.

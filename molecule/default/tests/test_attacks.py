@@ -203,7 +203,10 @@ def test_flowers_own_login_modes_refuse_cross_site_posts_too(host: Any, front_do
     first_platform_only(host)
     password = "molecule-basic-pw-2b7c41"
     modes = {
-        "basic": {"flower_auth_mode": "basic", "flower_basic_auth": [f"root-basic:{password}"]},
+        "basic": {
+            "flower_auth_mode": "basic",
+            "flower_users": [{"name": "root-basic", "password": password, "role": "admin"}],
+        },
         "oauth": {
             "flower_auth_mode": "oauth",
             "flower_oauth2_provider": "github",

@@ -198,9 +198,9 @@ def test_passwords_are_bcrypt_hashes_only(host: Any) -> None:
     htpasswd = host.file("/etc/nginx/flower.htpasswd")
     assert htpasswd.user == "root" and htpasswd.group == "www-data" and htpasswd.mode == 0o640
     lines = htpasswd.content_string.split()
-    assert len(lines) == len(GROUP_VARS["flower_proxy_users"])
+    assert len(lines) == len(GROUP_VARS["flower_users"])
     assert all(re.match(r"^[^:]+:\$2[aby]\$", line) for line in lines), "not bcrypt"
-    for user in GROUP_VARS["flower_proxy_users"]:
+    for user in GROUP_VARS["flower_users"]:
         found = host.run("grep -rlF -- %s /etc/nginx /etc/flower /opt/flower/static", user["password"])
         assert found.stdout == "", f"a plain-text password is on disk: {found.stdout}"
 

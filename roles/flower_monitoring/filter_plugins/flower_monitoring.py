@@ -1,0 +1,37 @@
+"""Filters of the flower_monitoring role: the scrape targets, from what each Flower host's roles recorded.
+
+Each Flower host's front door (the flower_proxy role) records in its local facts where and under which
+name it is scraped, and whether it serves the queue exporter; the flower_tls role records the CA its
+certificate is checked with (its content: a path on the Flower host means nothing here). A host with no
+such facts yet (never deployed, or a check-mode preview before the first run) is not a target.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def flower_scrape_targets(hosts: list[str], hostvars: Any) -> list[dict[str, Any]]:
+    """Scrape targets (name, address, server_name, url_prefix, queues, ca_pem) of the hosts that opt in."""
+    targets = []
+    for name in hosts:
+        local = hostvars[name].get("ansible_local") or {}
+        proxy = local.get("flower_proxy") or {}
+        if not proxy or not proxy.get("scrape", True):
+            continue
+        targets.append(
+            {
+                "name": name,
+                "address": proxy.get("scrape_address") or f"{proxy['domain']}:443",
+                "server_name": proxy["domain"],
+                "url_prefix": proxy.get("url_prefix", ""),
+                "queues": bool(proxy.get("queues", False)),
+                "ca_pem": (local.get("flower_tls") or {}).get("ca_pem", ""),
+            }
+        )
+    return targets
+
+
+class FilterModule:
+    def filters(self) -> dict[str, Any]:
+        return {"flower_scrape_targets": flower_scrape_targets}
