@@ -14,8 +14,8 @@ module: flower_checklist
 short_description: Audit a Flower host against the 16-item production checklist
 version_added: "1.0.0"
 description:
-  - Observes the live host (systemd, the firewall, logrotate, the backup archives, Flower's configuration in force)
-    and its front door (nginx, over its local Unix socket) and judges each item of the production checklist
+  - Observes the live host (systemd, the firewall, logrotate, the backup's status file, Flower's configuration in
+    force) and its front door (nginx, over its local Unix socket) and judges each item of the production checklist
     C(PASS), C(FAIL) or C(WAIVED), with the evidence it saw.
   - Read-only; never changes anything, so it reports C(changed=false) and behaves the same in check mode. The one
     load it puts on the host is item 14's bounded burst of unauthenticated requests, which stops at the first
@@ -24,6 +24,9 @@ description:
     lists them. It fails only on bad arguments.
   - Items that need what only another host or the caller can see take it as arguments, already observed - the
     flower_health module's result (O(health)) and what the monitoring host's Prometheus reports (O(monitoring)).
+  - Figures and paths other roles own are received, never restated here - the ports no rule may open
+    (O(forbidden_ports)), the flower role's memory need (O(memory_need_bytes)), the backup's status file
+    (O(backup_status_file)). Items 8 and 11 fail, saying so, when theirs are not given.
 author:
   - flowerops contributors (@flowerops)
 options:
@@ -64,10 +67,12 @@ options:
     default: flower.service
   forbidden_ports:
     description:
-      - TCP ports no firewall rule may open (item 4), besides every port Flower itself listens on.
+      - TCP ports no firewall rule may open (item 4), besides every port Flower itself listens on, which item 4
+        always adds. The firewall role's list (C(flower_firewall_forbidden_ports)); required, so that a list
+        restated here cannot drift from it. May be empty.
     type: list
     elements: int
-    default: [5555, 6379]
+    required: true
   managed_marker:
     description:
       - The word the firewall role's ufw comments start with (its C(_flower_firewall_marker)). Item 4 fails when a
@@ -75,34 +80,30 @@ options:
         example 443 from Anywhere while the managed rules allow 443 from a /24 only.
     type: str
     default: flowerops
-  memory_base_mib:
+  memory_need_bytes:
     description:
-      - The memory rule (item 8) - Flower needs O(memory_save_factor) x (O(memory_base_mib) MiB +
-        O(memory_per_task_kib) KiB x C(max_tasks)) while it saves its state; that must fit the unit's C(MemoryMax).
-    type: float
-    default: 57
-  memory_per_task_kib:
+      - Bytes Flower needs at the peak of a state save (item 8), as the flower role computed it for the
+        C(max_tasks) it deployed (O(memory_need_max_tasks)); it must fit the unit's C(MemoryMax). The rule behind
+        the figure lives in the flower role alone.
+      - Absent or 0 - item 8 fails, saying the figure was not given.
+    type: int
+  memory_need_max_tasks:
     description:
-      - See O(memory_base_mib).
-    type: float
-    default: 6.5
-  memory_save_factor:
-    description:
-      - See O(memory_base_mib).
-    type: float
-    default: 1.6
+      - The C(max_tasks) O(memory_need_bytes) was computed for. Item 8 fails when Flower runs with another
+        C(max_tasks) (the figure is stale - run site.yml). Absent or 0 - item 8 fails.
+    type: int
   backup_timer:
     description:
-      - The backup's systemd timer (item 11). Its service's command line names the backup script and its settings
-        file (with C(backup_dir)); its calendar gives the interval.
+      - The backup's systemd timer (item 11); it must be active, and the backup's last run must have finished
+        less than twice its calendar's interval ago.
     type: str
     default: flower-backup.timer
-  backup_command:
+  backup_status_file:
     description:
-      - The backup's own command (item 11), run as C(<command> verify --archive <newest>). It opens the archive in
-        the backup unit's sandbox with the manifest key, never as root.
+      - The status file each backup run writes (item 11) - the flower_backup role's C(status_file) setting. Item
+        11 reads only this file and the timer; it fails when the file is missing, unreadable, says the run failed
+        or its archive was not verified, or is older than twice the timer's interval. Absent - item 11 fails.
     type: path
-    default: /usr/local/sbin/flower-backup
   logrotate_files:
     description:
       - logrotate files that must be valid (item 12), checked with C(logrotate --debug).
@@ -198,10 +199,11 @@ notes:
     through nginx; 4 ufw active, default deny incoming, no rule for a forbidden port, no managed port open wider than
     its managed rules; 5 unit enabled and active;
     6 the unit's cgroup has a memory and CPU limit; 7 C(persistent) on in the configuration Flower runs with, and
-    its database opens with Flower's Python; 8 C(max_tasks) set and its memory need fits C(MemoryMax); 9 Flower's
-    metrics answer, and Prometheus scrapes this host (target up) or an external one is declared; 10 rule file
-    present, C(promtool check rules) passes, and Prometheus loaded it; 11 timer active, newest archive younger than
-    twice the timer's interval, and it verifies; 12 logrotate files valid; 13 header set on a refused and on an
+    its database opens with Flower's Python; 8 C(max_tasks) set, equal to O(memory_need_max_tasks), and
+    O(memory_need_bytes) fits C(MemoryMax); 9 Flower's metrics answer, and Prometheus scrapes this host (target
+    up) or an external one is declared; 10 rule file present, C(promtool check rules) passes, and Prometheus
+    loaded it; 11 timer active, and the backup's status file says its last run succeeded with a verified archive
+    less than twice the timer's interval ago; 12 logrotate files valid; 13 header set on a refused and on an
     admitted answer; 14 a burst gets HTTP 429; 15 runbook present and reviewed recently; 16 every user logs in and
     every viewer is refused a write.
 requirements:
@@ -214,6 +216,10 @@ EXAMPLES = r"""
     url: https://flower.example.com
     unix_socket: /run/flower-proxy/https.sock
     health: "{{ flower_health_result }}"
+    forbidden_ports: [5555, 6379]
+    memory_need_bytes: 183500800
+    memory_need_max_tasks: 10000
+    backup_status_file: /var/backups/flower/status.json
     logrotate_files: [/etc/logrotate.d/flower, /etc/logrotate.d/flower-nginx]
     users: "{{ flower_proxy_users }}"
     waivers:
@@ -268,14 +274,15 @@ passed:
 """
 
 import ast
+import errno
 import ipaddress
 import json
 import os
 import re
-import shlex
 import ssl
+import stat
 import time
-from datetime import date
+from datetime import date, datetime
 from typing import Callable, NamedTuple, Union
 from urllib.parse import urlsplit
 
@@ -312,8 +319,19 @@ NAMES = {
 }
 # A task name no worker has: a write that reaches Flower gets 404 "Unknown task" and changes nothing.
 HARMLESS_WRITE = "/api/task/async-apply/flowerops.checklist.no-such-task"
-DBM_SUFFIXES = ("", ".db", ".dat", ".pag")
 REVIEWED = re.compile(r"Last reviewed:\s*(\d{4}-\d{2}-\d{2})")
+# The layout of the backup's status file this audit reads (flower_backup.py's STATUS_SCHEMA).
+BACKUP_STATUS_SCHEMA = 1
+# Item 7, run with Flower's own Python: which dbm backend the database is, and its key count. dbm.whichdb knows
+# which files make up a database of each backend, so this module keeps no list of dbm file suffixes (the backup
+# tool, which copies the files, keeps the only one).
+DBM_PROBE = """import dbm, sys
+kind = dbm.whichdb(sys.argv[1])
+if not kind:
+    raise SystemExit("no database" if kind is None else "not a database of any dbm backend")
+with dbm.open(sys.argv[1], "r") as db:
+    print(kind, len(db.keys()))
+"""
 
 
 class Verdict(NamedTuple):
@@ -503,15 +521,16 @@ class Audit:
         db = str(self.config.get("db", "flower"))
         if not os.path.isabs(db) and self.pid:
             db = os.path.join(self.cwd, db)
-        files = [db + suffix for suffix in DBM_SUFFIXES if os.path.isfile(db + suffix)]
-        if not files:
-            return Verdict(False, f"persistent on, but no database at {db} (Flower saves on its save interval)")
         python = os.path.join(os.path.dirname(str(self.config["_argv"][0])), "python") if self.config["_argv"] else ""
-        code = "import dbm, sys; db = dbm.open(sys.argv[1], 'r'); print(len(db.keys())); db.close()"
-        rc, out = self.run([python or "python3", "-c", code, db])
+        # Flower's Python's dbm finds the database's files whatever its backend (see DBM_PROBE).
+        rc, out = self.run([python or "python3", "-c", DBM_PROBE, db])
+        if rc != 0 and out.endswith("no database"):
+            return Verdict(False, f"persistent on, but no database at {db} (Flower saves on its save interval)")
         if rc != 0:
-            return Verdict(False, f"persistent on; {files[0]} does not open with Flower's Python: {out[-200:]}")
-        return Verdict(True, f"persistent on; {', '.join(files)} opens with Flower's Python ({out} keys)")
+            return Verdict(False, f"persistent on; {db} does not open with Flower's Python: {out[-200:]}")
+        opened = re.search(r"^(dbm\.\w+) (\d+)$", out, re.MULTILINE)
+        kind, keys = opened.groups() if opened else ("?", "?")
+        return Verdict(True, f"persistent on; {db} opens with Flower's Python ({kind}, {keys} keys)")
 
     def item_8(self) -> Verdict:
         raw = self.config.get("max_tasks")
@@ -519,10 +538,18 @@ class Audit:
             max_tasks = int(str(raw))
         except ValueError:
             return Verdict(False, f"max_tasks is not set in Flower's configuration (Flower's default is 100000; {raw})")
-        params = self.params
-        need = params["memory_save_factor"] * (
-            params["memory_base_mib"] * 1048576 + params["memory_per_task_kib"] * 1024 * max_tasks
-        )
+        need, figured_for = self.params["memory_need_bytes"] or 0, self.params["memory_need_max_tasks"] or 0
+        if need <= 0 or figured_for <= 0:
+            return Verdict(
+                False,
+                f"Flower runs with max_tasks {max_tasks}, but its memory figure was not given "
+                "(memory_need_bytes and memory_need_max_tasks, from the flower role)",
+            )
+        if max_tasks != figured_for:
+            return Verdict(
+                False,
+                f"Flower runs with max_tasks {max_tasks} but its memory figure is for {figured_for}: run site.yml",
+            )
         limit = self.unit.get("MemoryMax", "infinity")
         if not limit.isdigit():
             return Verdict(False, f"max_tasks {max_tasks}, but no MemoryMax bounds it")
@@ -584,41 +611,19 @@ class Audit:
 
     def item_11(self) -> Verdict:
         timer = self.params["backup_timer"]
-        state = self.systemctl_show(timer, "ActiveState UnitFileState TimersCalendar Unit")
+        state = self.systemctl_show(timer, "ActiveState UnitFileState TimersCalendar")
         if state.get("ActiveState") != "active":
             return Verdict(
                 False, f"{timer} is {state.get('ActiveState', 'missing')} ({state.get('UnitFileState', '?')})"
             )
         interval = self.timer_interval(state.get("TimersCalendar", ""))
-        service = self.systemctl_show(state.get("Unit", ""), "ExecStart")
-        argv = _exec_argv(service.get("ExecStart", ""))
-        config_path = next((argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--config"), "")
-        try:
-            with open(config_path, encoding="utf-8") as handle:
-                backup_dir = json.load(handle)["backup_dir"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            return Verdict(
-                False, f"{timer} active, but its settings ({config_path or 'no --config'}) unreadable: {exc}"
-            )
-        archives = sorted(
-            (os.path.getmtime(os.path.join(backup_dir, name)), name)
-            for name in _listdir(backup_dir)
-            if name.startswith("flower-") and name.endswith(".tar.gz")
-        )
-        if not archives:
-            return Verdict(False, f"{timer} active, but no archive in {backup_dir}")
-        stamp, newest = archives[-1]
-        age = time.time() - stamp
-        problems = []
-        if interval and age > 2 * interval:
-            problems.append(f"newest archive {newest} is {age / 3600:.1f} h old (interval {interval / 3600:.1f} h)")
-        # The backup's own command: it opens the archive in the backup unit's sandbox, as its user, with the key.
-        rc, out = self.run([self.params["backup_command"], "verify", "--archive", newest])
-        if rc != 0:
-            problems.append(f"{newest} does not verify: {out[-200:]}")
-        seen = f"{timer} active; newest {newest}, {age / 60:.0f} min old (interval {interval / 60:.0f} min)"
-        seen += f"; verifies: {out[-120:]}"
-        return Verdict(not problems, "; ".join(problems) if problems else seen)
+        path = self.params["backup_status_file"]
+        if not path:
+            return Verdict(False, f"{timer} active, but no backup_status_file given (the backup's status_file)")
+        status, problem = _backup_status(path)
+        if problem:
+            return Verdict(False, f"{timer} active, but {problem}")
+        return _judge_backup(timer, interval, path, status)
 
     def timer_interval(self, calendar: str) -> float:
         """Seconds between the timer's next two elapses, from its OnCalendar expression."""
@@ -875,17 +880,77 @@ def _names_host(target: dict, host: str) -> bool:
     return any(host in name for name in names)
 
 
-def _exec_argv(exec_start: str) -> list[str]:
-    """argv of systemctl show's ExecStart={ path=... ; argv[]=... ; ... }."""
-    match = re.search(r"argv\[\]=(.*?) ;", exec_start)
-    return shlex.split(match.group(1)) if match else []
-
-
-def _listdir(path: str) -> list[str]:
+def _backup_status(path: str) -> tuple[dict, str]:
+    """The backup's status file (the backup user writes it, root reads it: never through a link), or a problem."""
     try:
-        return os.listdir(path)
-    except OSError:
-        return []
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            return {}, f"no backup status at {path} (no backup run has finished since the backup was installed)"
+        return {}, f"the backup status {path} is unreadable: {exc.strerror}"
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return {}, f"the backup status {path} is not a regular file"
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            raw = handle.read(1 << 16)
+    finally:
+        os.close(fd)
+    try:
+        status = json.loads(raw.decode("utf-8"))
+    except ValueError as exc:
+        return {}, f"the backup status {path} is not JSON: {exc}"
+    if not isinstance(status, dict) or status.get("schema") != BACKUP_STATUS_SCHEMA:
+        schema = status.get("schema") if isinstance(status, dict) else None
+        return {}, f"the backup status {path} has schema {schema!r}, this audit reads {BACKUP_STATUS_SCHEMA}"
+    return status, ""
+
+
+def _age_seconds(stamp: object) -> float | None:
+    try:
+        when = datetime.fromisoformat(str(stamp))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        return None
+    return time.time() - when.timestamp()
+
+
+def _judge_backup(timer: str, interval: float, path: str, status: dict) -> Verdict:
+    """Item 11 on the status file a backup run wrote (flower_backup.py's STATUS_SCHEMA)."""
+    archive, finished = status.get("archive"), status.get("finished")
+    age = _age_seconds(finished)
+    problems = []
+    if not status.get("ok") or status.get("error"):
+        good = status.get("last_good") or {}
+        since = f"last good: {good.get('archive')} at {good.get('finished')}" if good else "no good backup recorded"
+        problems.append(f"the last backup run failed at {finished}: {str(status.get('error'))[-300:]} ({since})")
+    elif status.get("verified") is not True:
+        problems.append(f"the last backup's archive {archive} was not verified after it was written")
+    if age is None:
+        problems.append(f"the backup status {path} has no UTC finished time ({finished!r})")
+    elif not interval:
+        problems.append(
+            f"{timer}'s interval is unknown (its calendar did not parse): the backup's age "
+            f"({age / 60:.0f} min) cannot be judged"
+        )
+    elif age > 2 * interval:
+        problems.append(
+            f"the last backup run finished {age / 3600:.1f} h ago, more than twice {timer}'s interval "
+            f"({interval / 3600:.1f} h)"
+        )
+    checked = status.get("last_verify") or {}  # a later `flower-backup verify` of this archive
+    if checked.get("archive") == archive and checked.get("ok") is False:
+        problems.append(f"{archive} failed flower-backup verify at {checked.get('finished')}: {checked.get('error')}")
+    if problems:
+        return Verdict(False, f"{timer} active; " + "; ".join(problems))
+    copied = status.get("files")
+    files = ", ".join(str(name) for name in copied) if isinstance(copied, list) and copied else "?"
+    return Verdict(
+        True,
+        f"{timer} active (interval {interval / 60:.0f} min); {path}: the last backup finished {finished}, "
+        f"{age / 60:.0f} min ago: {archive}, {status.get('tasks')} tasks, verified, sha256 "
+        f"{str(status.get('sha256'))[:12]}..., from {files}",
+    )
 
 
 def _read(path: str, limit: int = 4096) -> str:
@@ -933,13 +998,12 @@ def main() -> None:
             cert_min_days=dict(type="int", default=14),
             health=dict(type="dict", default={}),
             service=dict(type="str", default="flower.service"),
-            forbidden_ports=dict(type="list", elements="int", default=[5555, 6379]),
+            forbidden_ports=dict(type="list", elements="int", required=True),
             managed_marker=dict(type="str", default="flowerops"),
-            memory_base_mib=dict(type="float", default=57),
-            memory_per_task_kib=dict(type="float", default=6.5),
-            memory_save_factor=dict(type="float", default=1.6),
+            memory_need_bytes=dict(type="int"),
+            memory_need_max_tasks=dict(type="int"),
             backup_timer=dict(type="str", default="flower-backup.timer"),
-            backup_command=dict(type="path", default="/usr/local/sbin/flower-backup"),
+            backup_status_file=dict(type="path"),
             logrotate_files=dict(type="list", elements="path", default=[]),
             headers=dict(
                 type="list",

@@ -5,6 +5,9 @@ classes Flower 2.2's saved state holds, and verify/restore refuse a manifest not
 on the tool's standard input, as the unit and `flower-backup` hand it over). The real state is built with
 Flower's own EventsState, fed the events a worker sends, and saved as Flower saves it.
 
+Every backup run, good or failed, leaves a status file (the checklist's item 11 reads it): shown here after a good
+run, a failed copy, a failed hook, a run systemd stopped, and a verify that found the archive altered.
+
 The sandbox (systemd-run) and the root-only key file are proven on a real host in Molecule
 (molecule/default/tests/test_backup.py)."""
 
@@ -17,21 +20,29 @@ import io
 import json
 import pickle
 import shelve
+import signal
 import subprocess
 import sys
 import tarfile
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
-from flower_stack import PROJECT
-
-TOOL = PROJECT / "roles" / "flower_backup" / "files" / "flower_backup.py"
-KEY = b"k" * 64
-SOURCE_NAME = "flower.db"
+from backup_tool import (
+    KEY,
+    SOURCE_NAME,
+    TOOL,
+    flower_state,
+    live_source,
+    run_tool,
+    save_as_flower,
+    status_of,
+    write_config,
+)
 
 
 @pytest.fixture(scope="module")
@@ -46,43 +57,6 @@ def tool() -> Iterator[ModuleType]:
         yield module
     finally:
         sys.modules.pop(spec.name, None)
-
-
-def flower_state(tasks: int) -> Any:
-    """Flower's EventsState after a worker came online, ran `tasks` tasks (one failed, one retried) and went away."""
-    from flower.events import EventsState
-
-    state = EventsState(max_tasks_in_memory=1000)
-    now = time.time()
-
-    def event(kind: str, **fields: Any) -> None:
-        state.event(
-            {"type": kind, "hostname": "w1@host", "timestamp": now, "local_received": now, "clock": 1, **fields}
-        )
-
-    worker = {"freq": 2.0, "sw_ident": "py-celery", "sw_ver": "5.7.0", "sw_sys": "Linux", "pid": 12}
-    event("worker-online", loadavg=[0.1, 0.2, 0.3], **worker)
-    event("worker-heartbeat", active=1, processed=tasks, loadavg=[0.1, 0.2, 0.3], **worker)
-    for n in range(tasks):
-        uuid = f"task-{n}"
-        event("task-received", uuid=uuid, name="demo.add", args="(1, 2)", kwargs="{}", root_id="task-0",
-              parent_id="task-0" if n else None, retries=0, eta=None, expires=None)  # fmt: skip
-        event("task-started", uuid=uuid, pid=12)
-        if n == 1:
-            event("task-failed", uuid=uuid, exception="ValueError('x')", traceback="Traceback ...")
-        elif n == 2:
-            event("task-retried", uuid=uuid, exception="Retry", traceback="Traceback ...")
-        else:
-            event("task-succeeded", uuid=uuid, result="3", runtime=0.01)
-    event("worker-offline")
-    return state
-
-
-def save_as_flower(state: Any, base: Path) -> None:
-    """What flower.events.Events.save_state writes."""
-    with shelve.open(str(base), flag="n") as db:
-        db["events"] = state
-        db["counter"] = dict(state.counter)
 
 
 class Poison:
@@ -160,23 +134,6 @@ def files_of(directory: Path) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in sorted(directory.iterdir())}
 
 
-def write_config(tmp_path: Path, source: Path) -> Path:
-    backup_dir = tmp_path / "backups"
-    backup_dir.mkdir(mode=0o700)
-    config = tmp_path / "config.json"
-    settings = {"source": str(source), "backup_dir": str(backup_dir), "keep_count": 5, "keep_days": 0,
-                "min_free_mb": 0, "retries": 1, "retry_delay": 0, "hook": ""}  # fmt: skip
-    config.write_text(json.dumps(settings))
-    return config
-
-
-def run_tool(tmp_path: Path, config: Path, *args: str, key: bytes | None = KEY) -> subprocess.CompletedProcess[str]:
-    """The tool as the unit runs it, with the key on its standard input (none: nothing there)."""
-    argv = [sys.executable, str(TOOL), "--config", str(config), *args]
-    stdin = (key or b"").decode()
-    return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=120, check=False)
-
-
 def plant_archive(tool: ModuleType, backup_dir: Path, db: Path, tasks: int, key: bytes) -> str:
     """An archive of `db` with a manifest whose sha256 matches, signed with `key` (an attacker's, or a leaked one)."""
     name = "flower-29990101T000000Z.tar.gz"
@@ -219,7 +176,7 @@ def test_verify_and_restore_refuse_a_poisoned_archive(
     poison(poisoned, marker, "counter")
     name = plant_archive(tool, tmp_path / "backups", poisoned, tasks=4, key=signing_key)
     for command in (["verify", "--archive", name], ["restore", "--archive", name]):
-        result = run_tool(tmp_path, config, *command)
+        result = run_tool(config, *command)
         assert result.returncode == 1, result.stdout + result.stderr
         assert refusal in result.stderr and "FAILED" in result.stderr
     assert not marker.exists()
@@ -231,12 +188,12 @@ def test_backup_signs_and_verify_and_restore_accept_its_archive(tmp_path: Path) 
     source.parent.mkdir()
     save_as_flower(flower_state(tasks=6), source)
     config = write_config(tmp_path, source)
-    backed = run_tool(tmp_path, config, "backup")
+    backed = run_tool(config, "backup")
     assert backed.returncode == 0, backed.stderr
-    verified = run_tool(tmp_path, config, "verify")
+    verified = run_tool(config, "verify")
     assert verified.returncode == 0, verified.stderr
     assert json.loads(verified.stdout)["tasks"] == 6
-    restored = run_tool(tmp_path, config, "restore")
+    restored = run_tool(config, "restore")
     assert restored.returncode == 0, restored.stderr
     assert json.loads(restored.stdout)["kept_aside"]
 
@@ -246,13 +203,13 @@ def test_an_altered_manifest_or_a_missing_key_is_refused(tmp_path: Path) -> None
     source.parent.mkdir()
     save_as_flower(flower_state(tasks=2), source)
     config = write_config(tmp_path, source)
-    assert run_tool(tmp_path, config, "backup").returncode == 0
-    no_key = run_tool(tmp_path, config, "verify", key=None)
+    assert run_tool(config, "backup").returncode == 0
+    no_key = run_tool(config, "verify", key=None)
     assert no_key.returncode == 1 and "no manifest key" in no_key.stderr
     manifest_file = next((tmp_path / "backups").glob("flower-*.json"))
     manifest = json.loads(manifest_file.read_text())
     manifest_file.write_text(json.dumps({**manifest, "tasks": 3}))
-    altered = run_tool(tmp_path, config, "verify")
+    altered = run_tool(config, "verify")
     assert altered.returncode == 1 and "not signed with this host's manifest key" in altered.stderr
 
 
@@ -262,14 +219,164 @@ def test_the_newest_archive_is_the_newest_this_host_signed(tool: ModuleType, tmp
     source.parent.mkdir()
     save_as_flower(flower_state(tasks=3), source)
     config = write_config(tmp_path, source)
-    assert run_tool(tmp_path, config, "backup").returncode == 0
+    assert run_tool(config, "backup").returncode == 0
     poisoned, marker = tmp_path / "poisoned" / SOURCE_NAME, tmp_path / "marker"
     poisoned.parent.mkdir()
     save_as_flower(flower_state(tasks=3), poisoned)
     poison(poisoned, marker, "events")
     planted = plant_archive(tool, tmp_path / "backups", poisoned, tasks=3, key=b"a" * 64)
-    verified = run_tool(tmp_path, config, "verify")
+    verified = run_tool(config, "verify")
     assert verified.returncode == 0, verified.stderr
     assert Path(json.loads(verified.stdout)["archive"]).name != planted
     assert f"skipping {planted}" in verified.stderr
     assert not marker.exists()
+
+
+# --- the status file each run leaves -------------------------------------------------------------------------------
+
+
+def archive_names(config: Path) -> list[str]:
+    backup_dir = Path(json.loads(config.read_text())["backup_dir"])
+    return sorted(path.name for path in backup_dir.glob("flower-*.tar.gz"))
+
+
+def finished_recently(stamp: str) -> bool:
+    when = datetime.fromisoformat(stamp)
+    return when.utcoffset() == timedelta(0) and abs(datetime.now(UTC) - when) < timedelta(minutes=2)
+
+
+def test_a_good_backup_writes_its_status(tmp_path: Path) -> None:
+    source = live_source(tmp_path, tasks=6)
+    config = write_config(tmp_path, source)
+    backed = run_tool(config, "backup")
+    assert backed.returncode == 0, backed.stderr
+    [archive] = archive_names(config)
+    status_file = tmp_path / "backups" / "status.json"
+    status = status_of(config)
+    assert status == {
+        "schema": 1,
+        "ok": True,
+        "started": status["started"],
+        "finished": status["finished"],
+        "archive": archive,
+        "sha256": hashlib.sha256((tmp_path / "backups" / archive).read_bytes()).hexdigest(),
+        "tasks": 6,
+        "verified": True,
+        "source": str(source),
+        "files": status["files"],
+        "error": "",
+        "last_good": {"archive": archive, "finished": status["finished"], "tasks": 6},
+    }
+    # Every file of the database, whatever the dbm backend (gdbm: flower.db; dumb: .dat, .dir, .bak).
+    assert sorted(status["files"]) == sorted(str(path) for path in source.parent.iterdir())
+    assert finished_recently(status["finished"]) and status["started"] <= status["finished"]
+    assert status_file.stat().st_mode & 0o777 == 0o600  # root reads it; nobody but the backup user otherwise
+    assert not list((tmp_path / "backups").glob("*.part")), "the temporary file of the atomic write was left"
+    # The manifest names the same archive and checksum: the status is the run's, not a guess.
+    manifest = json.loads((tmp_path / "backups" / archive.replace(".tar.gz", ".json")).read_text())
+    assert (manifest["sha256"], manifest["tasks"]) == (status["sha256"], status["tasks"])
+
+
+def test_a_failed_backup_replaces_the_success_with_its_failure(tmp_path: Path) -> None:
+    source = live_source(tmp_path, tasks=3)
+    config = write_config(tmp_path, source)
+    assert run_tool(config, "backup").returncode == 0
+    good = status_of(config)
+    for file in source.parent.iterdir():
+        file.unlink()  # Flower's database is gone: there is nothing to copy
+    failed = run_tool(config, "backup")
+    assert failed.returncode == 1 and "FAILED" in failed.stderr
+    status = status_of(config)
+    assert status["ok"] is False and status["verified"] is False
+    assert f"no database at {source}" in status["error"]
+    assert (status["archive"], status["sha256"], status["tasks"], status["files"]) == (None, None, None, [])
+    assert status["last_good"] == good["last_good"], "the failure lost track of the last good archive"
+    assert status["finished"] >= good["finished"]
+    assert archive_names(config) == [good["archive"]], "a failed run must delete nothing"
+
+
+def test_a_failed_hook_is_a_failed_run_that_names_its_verified_archive(tmp_path: Path) -> None:
+    source = live_source(tmp_path, tasks=2)
+    config = write_config(tmp_path, source, hook="/bin/false")
+    failed = run_tool(config, "backup")
+    assert failed.returncode == 1 and "off-host hook /bin/false exited 1" in failed.stderr
+    status = status_of(config)
+    [archive] = archive_names(config)
+    assert status["ok"] is False and "off-host hook /bin/false exited 1" in status["error"]
+    assert (status["archive"], status["tasks"], status["verified"]) == (archive, 2, True)
+    assert status["last_good"] is None
+
+
+def test_a_run_systemd_stops_says_so_in_its_status(tmp_path: Path) -> None:
+    """SIGTERM (TimeoutStartSec) during the hook: the run records that it was stopped, and is not retried."""
+    started = tmp_path / "hook-started"
+    hook = tmp_path / "hook.sh"
+    hook.write_text(f"#!/bin/sh\ntouch {started}\nexec sleep 60\n")
+    hook.chmod(0o755)
+    config = write_config(tmp_path, live_source(tmp_path, tasks=2), hook=str(hook), retries=3)
+    argv = [sys.executable, str(TOOL), "--config", str(config), "backup"]
+    key, log = tmp_path / "key", tmp_path / "stderr"
+    key.write_bytes(KEY)
+    with key.open("rb") as stdin, log.open("wb") as stderr:
+        run = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.DEVNULL, stderr=stderr)
+        try:
+            deadline = time.monotonic() + 60
+            while not started.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert started.exists(), "the hook did not start"
+            run.send_signal(signal.SIGTERM)
+            assert run.wait(timeout=30) == 1
+        finally:
+            run.kill()
+            run.wait()
+    assert "stopped by SIGTERM" in log.read_text()
+    status = status_of(config)
+    assert status["ok"] is False and status["error"].startswith("stopped by SIGTERM")
+    assert status["archive"] == archive_names(config)[0] and status["verified"] is True
+
+
+def test_verify_records_its_result_beside_the_backups(tool: ModuleType, tmp_path: Path) -> None:
+    source = live_source(tmp_path, tasks=4)
+    config = write_config(tmp_path, source)
+    assert run_tool(config, "backup").returncode == 0
+    backed = status_of(config)
+    assert run_tool(config, "verify").returncode == 0
+    status = status_of(config)
+    assert status["last_verify"] == {
+        "archive": backed["archive"],
+        "finished": status["last_verify"]["finished"],
+        "ok": True,
+        "tasks": 4,
+        "error": "",
+    }
+    assert {k: v for k, v in status.items() if k != "last_verify"} == backed, "verify changed the backup's fields"
+    # The archive altered on disk after it was written: verify fails, and the status says so.
+    archive = tmp_path / "backups" / backed["archive"]
+    archive.write_bytes(archive.read_bytes() + b"\0")
+    altered = run_tool(config, "verify")
+    assert altered.returncode == 1
+    checked = status_of(config)["last_verify"]
+    assert checked["ok"] is False and checked["archive"] == backed["archive"]
+    assert "does not match the manifest's" in checked["error"]
+    # A good verify of another archive leaves the status alone: the failure of the newest stays on record.
+    other = plant_archive(tool, tmp_path / "backups", source, tasks=4, key=KEY)
+    assert run_tool(config, "verify", "--archive", other).returncode == 0
+    assert status_of(config)["last_verify"] == checked
+
+
+def test_a_status_file_that_cannot_be_written_fails_the_run(tmp_path: Path) -> None:
+    config = write_config(tmp_path, live_source(tmp_path, tasks=1), status_file=str(tmp_path / "none" / "s.json"))
+    result = run_tool(config, "backup")
+    assert result.returncode == 1 and "could not write the status file" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_settings_without_a_status_file_are_refused(tmp_path: Path) -> None:
+    config = write_config(tmp_path, live_source(tmp_path, tasks=1))
+    settings = json.loads(config.read_text())
+    del settings["status_file"]
+    config.write_text(json.dumps(settings))
+    result = run_tool(config, "backup")
+    assert result.returncode == 1 and "unusable: KeyError: 'status_file'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not archive_names(config)

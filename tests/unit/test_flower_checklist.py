@@ -1,5 +1,7 @@
 """library/flower_checklist.py: its HTTP items against a real Flower 2.2 (TLS, basic auth, /flower prefix), its
-file-based item (the runbook) against real files, its argument checks, and its parsers of systemd, ufw and ss output.
+file-based items against real files (the runbook; Flower's database opened with Flower's Python, item 7; the status
+file the real backup tool writes, item 11), item 8 on the figure it is given, its argument checks, and its parsers of
+ufw and ss output.
 
 What needs systemd, ufw, nginx and a backup timer is proven on a real host in Molecule
 (molecule/default/tests/test_checklist.py): the converged host passes all 16 items, and a damaged one fails exactly
@@ -8,20 +10,30 @@ the damaged items."""
 from __future__ import annotations
 
 import datetime
+import dbm.dumb
+import json
+import os
+import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
+from backup_tool import live_source, run_tool, write_config
 from flower_stack import FLOWER_PASSWORD, FLOWER_USER, PROJECT, ModuleRun, RealFlower, run_module
 from module_runner import load_file
 
 CHECKLIST = PROJECT / "library" / "flower_checklist.py"
+# The firewall role's list, as the role passes it (the module has no default of its own).
+FORBIDDEN = {"forbidden_ports": [5555, 6379]}
 
 
 @pytest.fixture
 def audit(tmp_path: Path) -> Callable[..., ModuleRun]:
-    return lambda **args: run_module(tmp_path, args, CHECKLIST)
+    return lambda **args: run_module(tmp_path, {**FORBIDDEN, **args}, CHECKLIST)
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +101,15 @@ def test_bad_waivers_are_refused(audit: Callable[..., ModuleRun], waivers: dict,
     assert run.rc != 0 and message in run.result["msg"]
 
 
+def test_figures_other_roles_own_have_no_default(tmp_path: Path) -> None:
+    """forbidden_ports is required; the memory rule's inputs and the backup's command line are no options."""
+    bare = run_module(tmp_path, {"url": "https://flower.example.com"}, CHECKLIST)
+    assert bare.rc != 0 and "missing required arguments: forbidden_ports" in bare.result["msg"]
+    for old in ("memory_base_mib", "memory_per_task_kib", "memory_save_factor", "backup_command"):
+        run = run_module(tmp_path, {"url": "https://flower.example.com", **FORBIDDEN, old: 1}, CHECKLIST)
+        assert run.rc != 0 and f"Unsupported parameters for (basic.py) module: {old}." in run.result["msg"]
+
+
 def test_runbook_review_age(audit: Callable[..., ModuleRun], tmp_path: Path) -> None:
     runbook = tmp_path / "runbook.md"
     fresh = (datetime.date.today() - datetime.timedelta(days=10)).isoformat()
@@ -124,13 +145,174 @@ def test_flower_config_literals(checklist: ModuleType, tmp_path: Path) -> None:
     assert checklist._literal_assignments(str(conf)) == {"persistent": True, "max_tasks": 10000}
 
 
-def test_systemd_exec_start(checklist: ModuleType) -> None:
-    shown = (
-        "{ path=/opt/flower/venv/bin/python ; argv[]=/opt/flower/venv/bin/python /usr/local/lib/flower-backup/"
-        "flower_backup.py --config /etc/flower-backup/config.json backup ; ignore_errors=no ; start_time=[n/a] }"
-    )
-    argv = checklist._exec_argv(shown)
-    assert argv[-3:] == ["--config", "/etc/flower-backup/config.json", "backup"]
+class Commands:
+    """What Audit.run needs of AnsibleModule: real commands, run as the module runs them."""
+
+    def get_bin_path(self, name: str) -> str | None:
+        return shutil.which(name)
+
+    def run_command(self, argv: list[str], environ_update: dict[str, str]) -> tuple[int, str, str]:
+        done = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, **environ_update}, check=False)
+        return done.returncode, done.stdout, done.stderr
+
+
+def auditor(checklist: ModuleType, config: dict[str, Any], unit: dict[str, str], **params: Any) -> Any:
+    """An Audit of a Flower this test describes (its configuration in force and its unit's properties): the items
+    that need no systemd or HTTP run on it as on a host."""
+    audit = checklist.Audit.__new__(checklist.Audit)
+    audit.module, audit.params, audit.unit = Commands(), params, unit
+    audit.config = {"_argv": [str(Path(sys.executable).parent / "celery"), "flower"], **config}
+    audit.pid, audit.cwd = 0, "/"
+    return audit
+
+
+MIB = 1048576
+
+
+@pytest.mark.parametrize(
+    ("params", "ok", "evidence"),
+    [
+        ({}, False, "Flower runs with max_tasks 10000, but its memory figure was not given"),
+        ({"memory_need_bytes": 0, "memory_need_max_tasks": 10000}, False, "its memory figure was not given"),
+        ({"memory_need_bytes": 180 * MIB, "memory_need_max_tasks": 5000}, False,
+         "Flower runs with max_tasks 10000 but its memory figure is for 5000: run site.yml"),
+        ({"memory_need_bytes": 180 * MIB, "memory_need_max_tasks": 10000}, True,
+         "max_tasks 10000: a state save needs ~180 MiB, MemoryMax 256 MiB"),
+        ({"memory_need_bytes": 300 * MIB, "memory_need_max_tasks": 10000}, False, "needs ~300 MiB, MemoryMax 256 MiB"),
+    ],
+    ids=["not given", "zero", "for another max_tasks", "fits", "too big"],
+)  # fmt: skip
+def test_item_8_judges_the_figure_it_is_given(checklist: ModuleType, params: dict, ok: bool, evidence: str) -> None:
+    given = {"memory_need_bytes": None, "memory_need_max_tasks": None, **params}
+    audit = auditor(checklist, {"max_tasks": 10000}, {"MemoryMax": str(256 * MIB)}, **given)
+    verdict = audit.item_8()
+    assert (verdict.ok, evidence in verdict.evidence) == (ok, True), verdict.evidence
+
+
+def test_item_7_asks_flowers_python_which_files_the_database_is(checklist: ModuleType, tmp_path: Path) -> None:
+    """No list of dbm suffixes in the module: Flower's Python's dbm finds the database's files, whatever the
+    backend - one file (gdbm, as the role installs), or .dat/.dir/.bak (dumb)."""
+    saved = live_source(tmp_path, tasks=2)  # a real state saved with shelve, as Flower saves it
+    verdict = auditor(checklist, {"persistent": True, "db": str(saved)}, {}).item_7()
+    assert verdict.ok and f"persistent on; {saved} opens with Flower's Python (dbm." in verdict.evidence
+    assert verdict.evidence.endswith(", 2 keys)")
+    dumb = tmp_path / "dumb" / "flower.db"
+    dumb.parent.mkdir()
+    with dbm.dumb.open(str(dumb), "c") as db:
+        db[b"events"] = b"x"
+    assert not dumb.exists() and (dumb.parent / "flower.db.dat").exists()
+    verdict = auditor(checklist, {"persistent": "True", "db": str(dumb)}, {}).item_7()
+    assert verdict.ok and "(dbm.dumb, 1 keys)" in verdict.evidence, verdict.evidence
+    missing = auditor(checklist, {"persistent": True, "db": str(tmp_path / "none.db")}, {}).item_7()
+    assert not missing.ok and f"no database at {tmp_path / 'none.db'}" in missing.evidence
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"not a database" * 100)
+    broken = auditor(checklist, {"persistent": True, "db": str(garbage)}, {}).item_7()
+    assert not broken.ok and "does not open with Flower's Python" in broken.evidence
+    assert "not a database of any dbm backend" in broken.evidence
+    off = auditor(checklist, {"persistent": False, "db": str(saved)}, {}).item_7()
+    assert not off.ok and off.evidence == "Flower runs with persistent off"
+
+
+# --- item 11 on the status file the real backup tool writes ---------------------------------------------------------
+
+TIMER, HOUR = "flower-backup.timer", 3600.0
+
+
+@pytest.fixture
+def backed_up(tmp_path: Path) -> Path:
+    """Settings of a backup that has run once, well (roles/flower_backup/files/flower_backup.py)."""
+    config = write_config(tmp_path, live_source(tmp_path, tasks=5))
+    result = run_tool(config, "backup")
+    assert result.returncode == 0, result.stderr
+    return config
+
+
+def judge(checklist: ModuleType, config: Path, interval: float = HOUR) -> Any:
+    """Item 11 past the timer's state (systemd): the status file read and judged."""
+    path = json.loads(config.read_text())["status_file"]
+    status, problem = checklist._backup_status(path)
+    return checklist.Verdict(False, problem) if problem else checklist._judge_backup(TIMER, interval, path, status)
+
+
+def rewrite_status(config: Path, **changes: Any) -> None:
+    path = Path(json.loads(config.read_text())["status_file"])
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+def test_item_11_passes_a_fresh_verified_backup(checklist: ModuleType, backed_up: Path) -> None:
+    verdict = judge(checklist, backed_up)
+    assert verdict.ok, verdict.evidence
+    status = json.loads(Path(json.loads(backed_up.read_text())["status_file"]).read_text())
+    assert f"{TIMER} active (interval 60 min)" in verdict.evidence
+    assert f"{status['archive']}, 5 tasks, verified, sha256 {status['sha256'][:12]}" in verdict.evidence
+    assert status["files"][0] in verdict.evidence
+
+
+def test_item_11_fails_a_failed_run_naming_the_last_good_one(checklist: ModuleType, backed_up: Path) -> None:
+    good = json.loads(Path(json.loads(backed_up.read_text())["status_file"]).read_text())
+    settings = json.loads(backed_up.read_text())
+    for file in Path(settings["source"]).parent.iterdir():
+        file.unlink()
+    assert run_tool(backed_up, "backup").returncode == 1
+    verdict = judge(checklist, backed_up)
+    assert not verdict.ok
+    assert "the last backup run failed at" in verdict.evidence and "no database at" in verdict.evidence
+    assert f"last good: {good['archive']} at {good['finished']}" in verdict.evidence
+
+
+def test_item_11_fails_an_archive_a_later_verify_refused(checklist: ModuleType, backed_up: Path) -> None:
+    status = json.loads(Path(json.loads(backed_up.read_text())["status_file"]).read_text())
+    archive = Path(json.loads(backed_up.read_text())["backup_dir"]) / status["archive"]
+    archive.write_bytes(archive.read_bytes() + b"\0")
+    assert run_tool(backed_up, "verify").returncode == 1
+    verdict = judge(checklist, backed_up)
+    assert not verdict.ok and f"{status['archive']} failed flower-backup verify at" in verdict.evidence
+
+
+def test_item_11_fails_a_backup_older_than_twice_the_interval(checklist: ModuleType, backed_up: Path) -> None:
+    three_hours_ago = datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=3)
+    rewrite_status(backed_up, finished=three_hours_ago.isoformat(timespec="seconds"))
+    verdict = judge(checklist, backed_up)
+    assert not verdict.ok
+    assert f"the last backup run finished 3.0 h ago, more than twice {TIMER}'s interval (1.0 h)" in verdict.evidence
+    assert judge(checklist, backed_up, interval=2 * HOUR).ok
+    unknown = judge(checklist, backed_up, interval=0)
+    assert not unknown.ok and "interval is unknown" in unknown.evidence
+
+
+@pytest.mark.parametrize(
+    ("changes", "evidence"),
+    [
+        ({"verified": False}, "was not verified after it was written"),
+        ({"schema": 2}, "has schema 2, this audit reads 1"),
+        ({"finished": "yesterday"}, "has no UTC finished time ('yesterday')"),
+        ({"ok": True, "error": "disk on fire"}, "the last backup run failed at"),
+    ],
+)
+def test_item_11_fails_a_status_that_does_not_say_all_is_well(
+    checklist: ModuleType, backed_up: Path, changes: dict, evidence: str
+) -> None:
+    rewrite_status(backed_up, **changes)
+    verdict = judge(checklist, backed_up)
+    assert not verdict.ok and evidence in verdict.evidence, verdict.evidence
+
+
+def test_item_11_reads_only_a_regular_status_file(checklist: ModuleType, backed_up: Path, tmp_path: Path) -> None:
+    path = Path(json.loads(backed_up.read_text())["status_file"])
+    real = tmp_path / "elsewhere.json"
+    path.rename(real)
+    _status, missing = checklist._backup_status(str(path))
+    assert missing.startswith(f"no backup status at {path}")
+    path.symlink_to(real)  # the backup user could plant a link to a file only root may read
+    _status, linked = checklist._backup_status(str(path))
+    assert linked.startswith(f"the backup status {path} is unreadable")
+    path.unlink()
+    path.mkdir()
+    assert checklist._backup_status(str(path))[1] == f"the backup status {path} is not a regular file"
+    path.rmdir()
+    path.write_text("{not json")
+    assert checklist._backup_status(str(path))[1].startswith(f"the backup status {path} is not JSON")
 
 
 # `ufw status verbose` of a host whose firewall role allows 80 and 443 from a /24 only, with rules others added.

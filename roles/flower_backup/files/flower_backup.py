@@ -17,6 +17,13 @@ StandardInput=file:, or `flower-backup`'s pipe into its sandbox): verify and
 restore refuse a manifest this host's key did not sign. Errors go to stderr
 with the journal's `<3>` prefix and make the exit status non-zero; nothing is
 deleted on a failure.
+
+Every backup run, good or failed, ends by replacing the status file (the
+settings' `status_file`, beside the archives: the one directory the unit may
+write) atomically with what it did: see STATUS_SCHEMA. It is how the backup
+reports itself, so that nothing else (the production checklist's item 11) needs
+to know this tool's command line, settings or archive names. A verify run of
+the archive the status names adds its result as `last_verify`.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import os
 import pickle
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -50,8 +58,27 @@ SUFFIX = ".tar.gz"
 # File names the dbm backends give a shelve opened as PATH (gdbm: PATH itself;
 # Berkeley DB: PATH.db; dumb: .dat/.dir/.bak; ndbm: .pag/.dir). Flower's own
 # temporary file (PATH.tmp) and set-aside files (PATH.corrupt) are not part of it.
+# The one list of them in the project: only this tool copies the files (the
+# checklist asks Flower's own dbm module whether the database opens), and each
+# run's status file names the files it copied.
 DBM_SUFFIXES = ("", ".db", ".dat", ".dir", ".bak", ".pag")
 MIN_KEY_BYTES = 32
+# The status file a backup run leaves (STATUS_SCHEMA, the version of its layout):
+#   schema      1
+#   ok          the run finished without error (archive written, verified, retention and hook done)
+#   started, finished   UTC, ISO 8601 with +00:00
+#   archive     file name of the archive this run wrote, or null (it may be set with ok false: the hook failed)
+#   sha256      the archive's sha256, or null
+#   tasks       tasks in the archive, or null
+#   verified    the archive was reopened after it was written (extracted, every entry loaded by StateUnpickler)
+#               and held the copy's task count
+#   source      the database's path; files - the database files copied (full paths, what DBM_SUFFIXES found)
+#   error       why the run failed; "" when ok
+#   last_good   {archive, finished, tasks} of the newest good run (this one when ok), carried through failures;
+#               null before any
+#   last_verify {archive, finished, ok, tasks, error} of the newest `verify` run of this status's archive, when
+#               there was one (a verify of another archive leaves the status alone)
+STATUS_SCHEMA = 1
 # Every global a pickle of Flower 2.2's saved state names (EventsState.__reduce__
 # and those of its workers and tasks, listed with pickletools from a real
 # state), plus the value types kombu's JSON decoder can put in an event's fields
@@ -80,6 +107,10 @@ class BackupError(Exception):
     """A failure that must be loud: logged at error priority, non-zero exit."""
 
 
+class Stopped(Exception):
+    """SIGTERM (the unit's TimeoutStartSec, or systemctl stop): not retried, recorded in the status file."""
+
+
 class StateUnpickler(pickle.Unpickler):
     """Unpickles Flower's state and nothing else: any other global is refused before it is imported."""
 
@@ -99,6 +130,7 @@ class Config:
     retries: int
     retry_delay: float
     hook: str
+    status_file: Path
 
     @classmethod
     def load(cls, path: Path) -> Config:
@@ -112,6 +144,7 @@ class Config:
             retries=max(1, int(data["retries"])),
             retry_delay=float(data["retry_delay"]),
             hook=str(data.get("hook", "")),
+            status_file=Path(data["status_file"]),
         )
 
 
@@ -277,13 +310,71 @@ def manifest_path(archive: Path) -> Path:
     return archive.with_name(archive.name[: -len(SUFFIX)] + ".json")
 
 
-def write_manifest(archive: Path, manifest: dict[str, Any]) -> None:
-    final = manifest_path(archive)
+def write_json(final: Path, data: dict[str, Any]) -> None:
+    """Atomically: a private temporary file beside it, fsynced, renamed over it, the directory fsynced."""
     partial = final.with_name(final.name + ".part")
-    partial.write_text(json.dumps(manifest, indent=2) + "\n")
+    partial.unlink(missing_ok=True)
+    partial.write_text(json.dumps(data, indent=2) + "\n")
     partial.chmod(0o600)
     fsync_path(partial)
     partial.replace(final)
+    fsync_path(final.parent)
+
+
+def write_manifest(archive: Path, manifest: dict[str, Any]) -> None:
+    write_json(manifest_path(archive), manifest)
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def read_status(config: Config) -> dict[str, Any]:
+    """The status file's content; {} when there is none or it is not a status (it is then written anew)."""
+    try:
+        status = json.loads(config.status_file.read_text())
+    except (OSError, ValueError):
+        return {}
+    return status if isinstance(status, dict) and status.get("schema") == STATUS_SCHEMA else {}
+
+
+def record_backup(config: Config, started: str, run: dict[str, Any], error: str) -> None:
+    """Replace the status file with this backup run's outcome (`run`: what backup() got done)."""
+    previous = read_status(config)
+    status: dict[str, Any] = {
+        "schema": STATUS_SCHEMA,
+        "ok": not error,
+        "started": started,
+        "finished": now_iso(),
+        "archive": run.get("archive"),
+        "sha256": run.get("sha256"),
+        "tasks": run.get("tasks"),
+        "verified": bool(run.get("verified")),
+        "source": str(config.source),
+        "files": run.get("files", []),
+        "error": error,
+    }
+    if error:
+        status["last_good"] = previous.get("last_good")
+    else:
+        status["last_good"] = {k: status[k] for k in ("archive", "finished", "tasks")}
+    try:
+        write_json(config.status_file, status)
+    except OSError as failure:
+        raise BackupError(f"could not write the status file {config.status_file}: {failure}") from failure
+
+
+def record_verify(config: Config, archive: Path, tasks: int | None, error: str) -> None:
+    """Add a verify run's outcome to the status file, when it checked the archive the status names."""
+    status = read_status(config)
+    if not status or status.get("archive") != archive.name:
+        return
+    status["last_verify"] = {"archive": archive.name, "finished": now_iso(), "ok": not error, "tasks": tasks,
+                             "error": error}  # fmt: skip
+    try:
+        write_json(config.status_file, status)
+    except OSError as failure:
+        log(4, f"could not record the verify run in {config.status_file}: {failure}")
 
 
 def prune(config: Config, keep: Path) -> list[Path]:
@@ -320,7 +411,8 @@ def remove_stale_staging(config: Config) -> None:
             shutil.rmtree(stale, ignore_errors=True)
 
 
-def backup(config: Config, key: bytes) -> int:
+def backup(config: Config, key: bytes, run: dict[str, Any]) -> None:
+    """Copy, prove, archive, prune, run the hook; fills `run` (the status file's fields) as it gets them done."""
     check_free_space(config)
     remove_stale_staging(config)
     last_error: BackupError | None = None
@@ -335,7 +427,7 @@ def backup(config: Config, key: bytes) -> int:
                 archive_tasks = verify_archive(partial, staging / "check", config.source.name)
                 if archive_tasks != tasks:
                     raise BackupError(f"the archive holds {archive_tasks} tasks, the copy {tasks}")
-            except BackupError as error:
+            except BackupError as error:  # Stopped is not one: a stopped run is not retried
                 last_error = error
                 log(4, f"attempt {attempt}/{config.retries} failed: {error}")
                 if attempt < config.retries:
@@ -354,10 +446,13 @@ def backup(config: Config, key: bytes) -> int:
             }
             write_manifest(archive, sign_manifest(manifest, key))
             fsync_path(config.backup_dir)
+            # verify_archive reopened the archive and found the copy's tasks: it is verified.
+            run.update(archive=archive.name, sha256=manifest["sha256"], tasks=tasks, verified=True,
+                       files=[str(config.source.parent / copy.name) for copy in copies])  # fmt: skip
         removed = prune(config, keep=archive)
         log(6, f"backup ok: {archive} holds {tasks} tasks; retention removed {len(removed)} old archive(s)")
         run_hook(config, archive)
-        return 0
+        return
     raise BackupError(f"no good copy of {config.source} after {config.retries} attempts: {last_error}")
 
 
@@ -416,10 +511,37 @@ def checked(archive: Path, workdir: Path, key: bytes) -> dict[str, Any]:
     return {**manifest, "path": str(archive), "source_name": source_name}
 
 
+def run_backup(config: Config) -> int:
+    """A backup run, its outcome recorded in the status file whatever it is (a failure replaces an old success)."""
+    started = now_iso()
+    run: dict[str, Any] = {}
+
+    def stop(signum: int, _frame: object) -> None:
+        raise Stopped(f"stopped by {signal.Signals(signum).name} (the unit's TimeoutStartSec, or systemctl stop)")
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        backup(config, manifest_key(), run)
+    except Exception as error:
+        reason = str(error) if isinstance(error, BackupError | Stopped) else f"{type(error).__name__}: {error}"
+        try:
+            record_backup(config, started, run, error=reason)
+        except BackupError as failure:
+            log(3, str(failure))
+        raise
+    record_backup(config, started, run, error="")
+    return 0
+
+
 def verify(config: Config, name: str, key: bytes) -> int:
     archive = find_archive(config, name, key)
-    with tempfile.TemporaryDirectory(prefix=".verify-", dir=config.backup_dir) as tmp:
-        manifest = checked(archive, Path(tmp) / "db", key)
+    try:
+        with tempfile.TemporaryDirectory(prefix=".verify-", dir=config.backup_dir) as tmp:
+            manifest = checked(archive, Path(tmp) / "db", key)
+    except BackupError as error:
+        record_verify(config, archive, None, str(error))
+        raise
+    record_verify(config, archive, manifest["tasks"], "")
     print(json.dumps({"archive": manifest["path"], "tasks": manifest["tasks"], "sha256": manifest["sha256"]}))
     return 0
 
@@ -458,16 +580,20 @@ def main() -> int:
     commands.choices["restore"].add_argument("--target", type=Path, help="database to replace (default: source)")
     args = parser.parse_args()
     os.umask(0o077)
-    config = Config.load(args.config)
     try:
-        key = manifest_key()
+        config = Config.load(args.config)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        log(3, f"flower-backup {args.command} FAILED: settings {args.config} unusable: {type(error).__name__}: {error}")
+        return 1
+    try:
         with locked(config.backup_dir):
             if args.command == "backup":
-                return backup(config, key)
+                return run_backup(config)
+            key = manifest_key()
             if args.command == "verify":
                 return verify(config, args.archive, key)
             return restore(config, args.archive, args.target or config.source, key)
-    except BackupError as error:
+    except (BackupError, Stopped) as error:
         log(3, f"flower-backup {args.command} FAILED: {error}")
         return 1
 
