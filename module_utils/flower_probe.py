@@ -4,22 +4,24 @@
 """Probing a Flower instance from a module: an HTTP(S) client and the server certificate's days left.
 
 Modules import this as ansible.module_utils.flower_probe (ansible.cfg: module_utils = module_utils), so
-it may use only the standard library and ansible.module_utils, and must parse on the targets' Python 3.8.
+it may use only the standard library, ansible.module_utils and cryptography (optional: see below), and must parse
+on the targets' Python 3.8.
 """
 
 from __future__ import annotations
 
-import calendar
 import json
 import socket
 import ssl
 import time
+from datetime import timezone
 from email.message import Message
 from email.utils import mktime_tz, parsedate_tz
 from http.client import HTTPException
 from urllib.error import HTTPError, URLError
 from urllib.parse import urlsplit
 
+from ansible.module_utils.basic import missing_required_lib
 from ansible.module_utils.urls import ConnectionError as UrlsConnectionError
 from ansible.module_utils.urls import Request, make_context
 
@@ -185,39 +187,42 @@ def _read_error_body(exc: HTTPError) -> bytes:
         return b""
 
 
-# --- TLS certificate expiry, from the DER certificate (works without verification) ---
+# --- TLS certificate expiry, read with cryptography (works without verification) ---
+
+# cryptography parses the certificate: ansible-core depends on it on the controller, and the flower_tls role installs
+# python3-cryptography (Debian 12: 38.0) on every Flower host, where these modules run. A host the project has not
+# set up yet (the health check of a half-built host) may lack it, so it is imported here without failing the
+# import: only tls_days_left() needs it, and it then fails with missing_required_lib's message, which the modules
+# report as the failed tls check. The HTTP checks still run.
+try:
+    from cryptography import x509
+except ImportError as exc:
+    HAS_CRYPTOGRAPHY = False
+    CRYPTOGRAPHY_IMPORT_ERROR = str(exc)
+else:
+    HAS_CRYPTOGRAPHY = True
+    CRYPTOGRAPHY_IMPORT_ERROR = ""
 
 
-def _der_items(data: bytes, start: int, end: int) -> list[tuple[int, int, int]]:
-    """(tag, content start, content end) of each DER element between start and end."""
-    items = []
-    pos = start
-    while pos < end:
-        tag, length = data[pos], data[pos + 1]
-        pos += 2
-        if length & 0x80:
-            size = length & 0x7F
-            length = int.from_bytes(data[pos : pos + size], "big")
-            pos += size
-        items.append((tag, pos, pos + length))
-        pos += length
-    return items
+def require_cryptography() -> None:
+    """FetchError with missing_required_lib's message when cryptography could not be imported."""
+    if not HAS_CRYPTOGRAPHY:
+        reason = "to read the server certificate's expiry date"
+        raise FetchError(f"{missing_required_lib('cryptography', reason=reason)} ({CRYPTOGRAPHY_IMPORT_ERROR})")
 
 
 def cert_not_after(der: bytes) -> float:
-    """Epoch seconds of an X.509 certificate's notAfter."""
-    certificate = _der_items(der, 0, len(der))[0]
-    tbs = _der_items(der, certificate[1], certificate[2])[0]
-    fields = _der_items(der, tbs[1], tbs[2])
-    if fields[0][0] == 0xA0:  # explicit version tag
-        fields = fields[1:]
-    validity = fields[3]  # after serial, signature algorithm, issuer
-    tag, start, end = _der_items(der, validity[1], validity[2])[1]
-    text = der[start:end].decode("ascii").rstrip("Z")
-    if tag == 0x17:  # UTCTime: two-digit year, 50-99 meaning 19xx (RFC 5280)
-        year = int(text[:2])
-        text = str(1900 + year if year >= 50 else 2000 + year) + text[2:]
-    return float(calendar.timegm(time.strptime(text[:14], "%Y%m%d%H%M%S")))
+    """Epoch seconds of an X.509 certificate's notAfter, from its DER bytes.
+
+    Raises ValueError when they are not a certificate, FetchError when cryptography is missing.
+    """
+    require_cryptography()
+    certificate = x509.load_der_x509_certificate(der)
+    try:
+        expires = certificate.not_valid_after_utc  # cryptography 42 and later: an aware datetime
+    except AttributeError:  # before 42 (Debian 12 ships 38): a naive datetime, in UTC
+        expires = certificate.not_valid_after.replace(tzinfo=timezone.utc)
+    return expires.timestamp()
 
 
 def tls_days_left(url: str, timeout: float, unix_socket: str | None = None) -> int:
@@ -225,6 +230,7 @@ def tls_days_left(url: str, timeout: float, unix_socket: str | None = None) -> i
 
     Raises FetchError when the certificate cannot be read.
     """
+    require_cryptography()  # before connecting: without it there is nothing to read the certificate with
     parts = urlsplit(url)
     host, port = parts.hostname or "", parts.port or 443
     context = ssl.create_default_context()
@@ -247,6 +253,6 @@ def tls_days_left(url: str, timeout: float, unix_socket: str | None = None) -> i
         raise FetchError(f"{host}:{port} sent no certificate")
     try:
         not_after = cert_not_after(der)
-    except (IndexError, ValueError) as exc:
+    except ValueError as exc:
         raise FetchError(f"cannot read the certificate's expiry date: {exc}") from exc
     return int((not_after - time.time()) // 86400)

@@ -1,9 +1,11 @@
-"""roles/flower_queue_exporter/files/flower_queue_exporter.py run as its unit runs it (Debian's /usr/bin/python3 -I),
-scraped over its Unix socket, asking real Flowers (conftest.py's `real_flower`) and small stdlib servers."""
+"""roles/flower_queue_exporter/files/flower_queue_exporter.py run as its unit runs it (a virtualenv's Python with
+prometheus_client, -I), scraped over its Unix socket, asking real Flowers (conftest.py's `real_flower`) and small
+stdlib servers. Its answers are read with prometheus_client's own parsers, as Prometheus would read them."""
 
 from __future__ import annotations
 
 import grp
+import gzip
 import http.client
 import json
 import os
@@ -23,34 +25,60 @@ from pathlib import Path
 import pytest
 import redis
 from flower_stack import FLOWER_PASSWORD, FLOWER_USER, PROJECT, RealFlower, fetch_json, module_env, wait_for
+from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
+from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 EXPORTER = PROJECT / "roles" / "flower_queue_exporter" / "files" / "flower_queue_exporter.py"
-# The unit runs the exporter with Debian's Python; fall back to the test's own where there is none.
-PYTHON = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
-SAMPLE = re.compile(r"^([a-z_]+)(\{[^\n]*\})? (\S+)$")
+# The unit runs the exporter with the Python of Flower's virtualenv, for its prometheus_client; this venv has Flower
+# too, and the same prometheus_client.
+PYTHON = sys.executable
+# What Prometheus 3 sends: OpenMetrics first, the text format as a fallback.
+PROMETHEUS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,"
+    "application/openmetrics-text;version=0.0.1;q=0.5,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,"
+    "text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+)
 # A queue no worker consumes: the idle Flower watches Redis database 1, where no worker answers its inspection,
 # so it reports its default queue (celery), which nobody empties there.
 IDLE_DB = 1
 WORKER = "w1@flowerops-test"  # flower_stack's live worker, which sends a heartbeat every 2 s
 AGE = "flowerops_worker_heartbeat_age_seconds"
+Key = tuple[str, tuple[tuple[str, str], ...]]
+
+
+def key(name: str, **labels: str) -> Key:
+    """A sample's name and labels, as a key of Scrape.samples."""
+    return name, tuple(sorted(labels.items()))
 
 
 @dataclass
 class Scrape:
     status: int
-    content_type: str
+    headers: dict[str, str]
     body: str
 
     @property
-    def samples(self) -> dict[str, float]:
-        """{'name{labels}': value} of every sample line."""
-        samples = {}
-        for line in self.body.splitlines():
-            if not line.startswith("#"):
-                match = SAMPLE.match(line)
-                assert match, f"not an exposition-format sample: {line!r}"
-                samples[match[1] + (match[2] or "")] = float(match[3])
-        return samples
+    def content_type(self) -> str:
+        return self.headers.get("Content-Type", "")
+
+    @property
+    def families(self) -> dict[str, Metric]:
+        """The metric families, as prometheus_client's parser for the answer's format reads them."""
+        parse = parse_openmetrics if self.content_type.startswith("application/openmetrics-text") else parse_text
+        return {family.name: family for family in parse(self.body)}
+
+    @property
+    def samples(self) -> dict[Key, float]:
+        """{key(name, **labels): value} of every sample."""
+        return {key(s.name, **s.labels): s.value for family in self.families.values() for s in family.samples}
+
+    def value(self, name: str, **labels: str) -> float:
+        return self.samples[key(name, **labels)]
+
+    def has(self, name: str) -> bool:
+        """Whether any sample of `name` is there, whatever its labels."""
+        return any(sample_name == name for sample_name, _ in self.samples)
 
 
 class UnixConnection(http.client.HTTPConnection):
@@ -64,13 +92,16 @@ class UnixConnection(http.client.HTTPConnection):
         self.sock.connect(self.path)
 
 
-def scrape(sock: str, path: str = "/metrics") -> Scrape:
-    """GET `path` from the exporter, as nginx does, over its Unix socket."""
+def scrape(sock: str, path: str = "/metrics", headers: dict[str, str] | None = None) -> Scrape:
+    """GET `path` from the exporter, as nginx does, over its Unix socket (a gzip answer unzipped)."""
     connection = UnixConnection(sock)
     try:
-        connection.request("GET", path)
+        connection.request("GET", path, headers=headers or {})
         response = connection.getresponse()
-        return Scrape(response.status, response.getheader("Content-Type", ""), response.read().decode())
+        body = response.read()
+        if response.getheader("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        return Scrape(response.status, dict(response.getheaders()), body.decode())
     finally:
         connection.close()
 
@@ -81,8 +112,8 @@ class Exporter:
     process: subprocess.Popen
     log: Path
 
-    def scrape(self, path: str = "/metrics") -> Scrape:
-        return scrape(self.socket, path)
+    def scrape(self, path: str = "/metrics", headers: dict[str, str] | None = None) -> Scrape:
+        return scrape(self.socket, path, headers)
 
     def errors(self) -> list[str]:
         return [line for line in self.log.read_text().splitlines() if line.startswith("<3>")]
@@ -177,13 +208,25 @@ def test_queue_lengths_from_flower_on_its_socket(real_flower: RealFlower, export
 
     assert metrics.status == 200
     assert metrics.content_type == "text/plain; version=0.0.4; charset=utf-8"
-    assert metrics.samples["flowerops_queue_up"] == 1, running.log.read_text()
-    assert metrics.samples['flowerops_queue_length{queue="celery"}'] >= 0  # the live worker empties it
-    assert 0 < metrics.samples["flowerops_queue_scrape_duration_seconds"] < 5
-    assert "# TYPE flowerops_queue_length gauge" in metrics.body
-    assert 0 <= metrics.samples[f'{AGE}{{worker="{WORKER}"}}'] < 10  # 2 s heartbeats, a Date header of 1 s
-    assert "# TYPE flowerops_worker_heartbeat_age_seconds gauge" in metrics.body
+    assert metrics.headers["Cache-Control"] == "no-store"
+    assert metrics.headers["Server"] == "flower-queue-exporter"  # not wsgiref's name and Python's version
+    families = metrics.families
+    assert sorted(families) == [
+        "flowerops_queue_length",
+        "flowerops_queue_scrape_duration_seconds",
+        "flowerops_queue_up",
+        AGE,
+    ]
+    assert {family.type for family in families.values()} == {"gauge"}
+    assert families["flowerops_queue_up"].documentation == (
+        "Whether Flower answered its queue lengths on this scrape (1) or not (0)."
+    )
+    assert metrics.value("flowerops_queue_up") == 1, running.log.read_text()
+    assert metrics.value("flowerops_queue_length", queue="celery") >= 0  # the live worker empties it
+    assert 0 < metrics.value("flowerops_queue_scrape_duration_seconds") < 5
+    assert 0 <= metrics.value(AGE, worker=WORKER) < 10  # 2 s heartbeats, a Date header of 1 s
     assert other.status == 404
+    assert other.body == "Not found: the metrics are at /metrics\n"
     mode = Path(running.socket).stat()
     assert (stat.S_IMODE(mode.st_mode), mode.st_gid) == (0o660, os.getgid())  # for the proxy's group only
     assert running.errors() == []
@@ -194,16 +237,16 @@ def test_length_follows_the_messages_waiting(
 ) -> None:
     sock, broker = idle_flower
     running = exporter("--flower-unix-socket", sock)
-    before = running.scrape().samples['flowerops_queue_length{queue="celery"}']
+    before = running.scrape().value("flowerops_queue_length", queue="celery")
 
     broker.lpush("celery", *[json.dumps({"n": n}) for n in range(3)])
     broker.lpush("celery\x06\x163", "priority 3")  # Flower adds up the priority lists of a Redis queue
-    after = running.scrape().samples['flowerops_queue_length{queue="celery"}']
+    after = running.scrape().value("flowerops_queue_length", queue="celery")
     broker.delete("celery", "celery\x06\x163")
-    emptied = running.scrape().samples['flowerops_queue_length{queue="celery"}']
+    emptied = running.scrape().value("flowerops_queue_length", queue="celery")
 
     assert (before, after, emptied) == (0, 4, 0)
-    assert AGE not in running.scrape().body  # no worker on this database: no heartbeat to age
+    assert AGE not in running.scrape().body  # no worker on this database: no heartbeat to age, nor its HELP
     assert running.errors() == []
 
 
@@ -221,12 +264,12 @@ def test_basic_auth_from_a_credentials_file(
     wrong_auth = exporter(*options, "--auth-file", str(wrong), env=env)
     without = exporter(*options, env=env)
 
-    assert with_auth.scrape().samples["flowerops_queue_up"] == 1, with_auth.log.read_text()
-    assert 'flowerops_queue_length{queue="celery"}' in with_auth.scrape().samples
-    assert f'{AGE}{{worker="{WORKER}"}}' in with_auth.scrape().samples  # the UI's /workers takes the same auth
+    assert with_auth.scrape().value("flowerops_queue_up") == 1, with_auth.log.read_text()
+    assert key("flowerops_queue_length", queue="celery") in with_auth.scrape().samples
+    assert key(AGE, worker=WORKER) in with_auth.scrape().samples  # the UI's /workers takes the same auth
     for refused in (wrong_auth, without):
         answer = refused.scrape()
-        assert (answer.status, answer.samples["flowerops_queue_up"]) == (200, 0)
+        assert (answer.status, answer.value("flowerops_queue_up")) == (200, 0)
         assert "flowerops_queue_length" not in answer.body
         assert AGE not in answer.body
         assert refused.errors() == [
@@ -254,10 +297,11 @@ def test_flower_unreachable_is_up_0_with_http_200(exporter: Callable[..., Export
 
     for answer in answers:
         assert answer.status == 200
-        assert answer.samples["flowerops_queue_up"] == 0
+        assert answer.value("flowerops_queue_up") == 0
+        assert sorted(answer.families) == ["flowerops_queue_scrape_duration_seconds", "flowerops_queue_up"]
         assert "flowerops_queue_length" not in answer.body
         assert AGE not in answer.body
-    assert 0.5 <= answers[2].samples["flowerops_queue_scrape_duration_seconds"] < 2
+    assert 0.5 <= answers[2].value("flowerops_queue_scrape_duration_seconds") < 2
     assert len(no_socket.errors()) == 1  # not asked again for its workers
     assert re.fullmatch(
         r"<3>Flower did not answer at unix:\S+/absent.sock:/api/queues/length: .+", no_socket.errors()[0]
@@ -277,7 +321,7 @@ def test_answers_other_than_the_queue_lengths_are_up_0(
         running = exporter("--flower-url", url)
         answer = running.scrape()
 
-    assert (answer.status, answer.samples["flowerops_queue_up"]) == (200, 0)
+    assert (answer.status, answer.value("flowerops_queue_up")) == (200, 0)
     assert AGE not in answer.body
     errors = running.errors()  # one line for each request: the workers are still asked
     assert len(errors) == 2
@@ -298,13 +342,18 @@ def test_heartbeat_ages_by_flowers_clock(exporter: Callable[..., Exporter]) -> N
     }
     with fake_flower(404, "{}", routes) as url:
         running = exporter("--flower-url", url, "--url-prefix", "/flower")
-        samples = running.scrape().samples
+        answer = running.scrape()
 
-    assert samples["flowerops_queue_up"] == 1
-    assert samples[f'{AGE}{{worker="celery@old"}}'] == pytest.approx(30, abs=2)  # Date has a 1 s resolution
-    assert samples[f'{AGE}{{worker="odd \\"name\\"\\\\"}}'] == pytest.approx(5, abs=2)
-    assert samples[f'{AGE}{{worker="celery@ahead"}}'] == 0
-    assert not any("celery@never" in name for name in samples)
+    assert answer.value("flowerops_queue_up") == 1
+    assert answer.value(AGE, worker="celery@old") == pytest.approx(30, abs=2)  # Date has a 1 s resolution
+    assert answer.value(AGE, worker='odd "name"\\') == pytest.approx(5, abs=2)
+    assert answer.value(AGE, worker="celery@ahead") == 0
+    assert "celery@never" not in answer.body
+    assert [dict(labels)["worker"] for name, labels in answer.samples if name == AGE] == [
+        "celery@ahead",
+        "celery@old",
+        'odd "name"\\',
+    ]  # sorted, as before
     assert running.errors() == []
 
 
@@ -314,26 +363,107 @@ def test_workers_failing_leaves_only_the_ages_out(exporter: Callable[..., Export
     routes = {"/api/queues/length": (200, queues), "/workers?json=1": (status, body)}
     with fake_flower(404, "{}", routes) as url:
         running = exporter("--flower-url", url)
-        samples = running.scrape().samples
+        answer = running.scrape()
 
-    assert samples["flowerops_queue_up"] == 1  # the queue lengths' own verdict
-    assert samples['flowerops_queue_length{queue="celery"}'] == 0
-    assert not any(name.startswith(AGE) for name in samples)
+    assert answer.value("flowerops_queue_up") == 1  # the queue lengths' own verdict
+    assert answer.value("flowerops_queue_length", queue="celery") == 0
+    assert not answer.has(AGE)
+    assert AGE not in answer.body
     assert len(running.errors()) == 1
     assert f"at {url}/workers?json=1" in running.errors()[0]
 
 
+ODD_QUEUE = 'say "hi"\\now\nplease'  # a double quote, a backslash and a newline: all three need escaping
+
+
 def test_queue_names_are_escaped_label_values(exporter: Callable[..., Exporter]) -> None:
-    queues = [{"name": 'say "hi"\\now\nplease', "messages": 7}, {"name": "video", "messages": 0}]
+    queues = [
+        {"name": ODD_QUEUE, "messages": 7},
+        {"name": "video", "messages": 0},
+        {"name": "ünïcode ✓", "messages": 2},
+    ]
     with fake_flower(200, json.dumps({"active_queues": queues})) as url:
         answer = exporter("--flower-url", url).scrape()
 
     assert answer.samples == {
-        "flowerops_queue_up": 1,
-        'flowerops_queue_length{queue="say \\"hi\\"\\\\now\\nplease"}': 7,
-        'flowerops_queue_length{queue="video"}': 0,
-        "flowerops_queue_scrape_duration_seconds": pytest.approx(0, abs=1),
+        key("flowerops_queue_up"): 1,
+        key("flowerops_queue_length", queue=ODD_QUEUE): 7,
+        key("flowerops_queue_length", queue="video"): 0,
+        key("flowerops_queue_length", queue="ünïcode ✓"): 2,
+        key("flowerops_queue_scrape_duration_seconds"): pytest.approx(0, abs=1),
     }
+    assert 'flowerops_queue_length{queue="say \\"hi\\"\\\\now\\nplease"} 7.0\n' in answer.body  # one line
+
+
+def test_openmetrics_and_gzip_when_the_scraper_asks(exporter: Callable[..., Exporter]) -> None:
+    """Prometheus asks for OpenMetrics first and accepts gzip: prometheus_client negotiates both."""
+    now = time.time()
+    routes = {
+        "/api/queues/length": (200, json.dumps({"active_queues": [{"name": ODD_QUEUE, "messages": 7}]})),
+        "/workers?json=1": (200, json.dumps({"data": [{"hostname": "celery@a", "heartbeats": [now - 10]}]})),
+    }
+    with fake_flower(404, "{}", routes) as url:
+        running = exporter("--flower-url", url)
+        text = running.scrape()
+        negotiated = running.scrape(headers={"Accept": PROMETHEUS_ACCEPT, "Accept-Encoding": "gzip"})
+        compressed = scrape(running.socket, headers={"Accept-Encoding": "gzip"})
+
+    assert negotiated.status == 200
+    assert negotiated.content_type.startswith("application/openmetrics-text; version=1.0.0; charset=utf-8")
+    assert negotiated.headers["Content-Encoding"] == "gzip"
+    assert negotiated.body.endswith("# EOF\n")
+    assert "# UNIT flowerops_worker_heartbeat_age_seconds seconds" in negotiated.body
+    assert set(negotiated.samples) == set(text.samples)  # the same series, whichever format
+    assert negotiated.value("flowerops_queue_length", queue=ODD_QUEUE) == 7
+    assert negotiated.value(AGE, worker="celery@a") == pytest.approx(10, abs=2)
+    assert compressed.headers["Content-Encoding"] == "gzip"
+    assert compressed.content_type == "text/plain; version=0.0.4; charset=utf-8"
+    assert running.errors() == []
+
+
+def test_other_methods_and_paths(exporter: Callable[..., Exporter]) -> None:
+    routes = {"/api/queues/length": (200, '{"active_queues": []}'), "/workers?json=1": (200, '{"data": []}')}
+    with fake_flower(404, "{}", routes) as url:
+        running = exporter("--flower-url", url)
+        connection = UnixConnection(running.socket)
+        try:
+            connection.request("POST", "/metrics", body=b"")
+            response = connection.getresponse()
+            post = response.status, response.getheader("Allow")
+        finally:
+            connection.close()
+        favicon = running.scrape("/favicon.ico")
+        query = running.scrape("/metrics?name[]=flowerops_queue_up")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as raw:  # a request line too long to read
+            raw.settimeout(10)
+            raw.connect(running.socket)
+            raw.sendall(b"GET /" + b"a" * 65536 + b" HTTP/1.1\r\n\r\n")
+            garbage = raw.makefile("rb").read().decode("latin-1")
+
+    assert post == (405, "OPTIONS,GET")
+    assert garbage.startswith("HTTP/1.0 414 ")  # wsgiref's own answer, before any application
+    assert "\r\nServer: flower-queue-exporter\r\n" in garbage  # not wsgiref's name and Python's version
+    assert favicon.status == 404  # only /metrics, where prometheus_client would serve any path
+    assert sorted(query.families) == ["flowerops_queue_up"]  # prometheus_client's filter, by the families' names
+    assert query.value("flowerops_queue_up") == 1
+    assert running.errors() == []
+
+
+def test_a_python_without_prometheus_client_says_so(tmp_path: Path) -> None:
+    """-S leaves site-packages out: a Python without prometheus_client, as Debian's /usr/bin/python3 is."""
+    result = subprocess.run(
+        [PYTHON, "-I", "-S", str(EXPORTER), "--listen", str(tmp_path / "m.sock")],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"<3>cannot start: No module named 'prometheus_client': run me with the Python of Flower's virtualenv "
+        f"({PYTHON} lacks it)\n"
+    )
+    assert not (tmp_path / "m.sock").exists()
 
 
 def test_refuses_to_start_on_a_bad_credentials_file(tmp_path: Path) -> None:

@@ -25,7 +25,13 @@ scrape, over Flower's Unix socket or TCP, within one timeout for both requests:
 
 /metrics is always 200, so Prometheus sees the exporter up and flowerops_queue_up
 says whether Flower answered the queue lengths; a failed /workers?json=1 only
-leaves the heartbeat lines out. Standard library only (Debian's /usr/bin/python3).
+leaves the heartbeat lines out. Other paths are 404.
+
+The metrics come from a custom collector of prometheus_client, which writes the
+exposition format (the text format, or OpenMetrics when the scraper asks for it;
+gzip when it accepts it) and serves it as a WSGI application, here on wsgiref's
+server bound to a Unix socket. prometheus_client is in Flower's virtualenv (Flower
+depends on it), so the unit runs this with that virtualenv's Python, isolated (-I).
 Flower's basic-auth "user:password", if any, is read from a file (systemd's
 LoadCredential=), never from the command line. Errors go to stderr, one line each, with the
 journal's `<3>` prefix.
@@ -47,23 +53,35 @@ import socketserver
 import stat
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from email.utils import mktime_tz, parsedate_tz
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import FrameType
+from typing import Any
 from urllib.parse import urlsplit
-
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-QUEUES_PATH = "/api/queues/length"
-WORKERS_PATH = "/workers?json=1"  # Flower's UI page of workers, as JSON: their heartbeats among the rest
-SOCKET_MODE = 0o660
-MAX_ANSWER_BYTES = 8 << 20  # far above any real queue or worker list; a guard against a runaway answer
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 
 def log(level: int, message: str) -> None:
     """One line for the journal; the <N> prefix sets its syslog priority."""
     print(f"<{level}>{' '.join(message.split())}", file=sys.stderr, flush=True)
+
+
+try:
+    from prometheus_client import make_wsgi_app
+    from prometheus_client.core import GaugeMetricFamily
+    from prometheus_client.registry import CollectorRegistry
+except ImportError as exc:  # run by a Python without it: say which, rather than a traceback
+    log(3, f"cannot start: {exc}: run me with the Python of Flower's virtualenv ({sys.executable} lacks it)")
+    sys.exit(1)
+
+QUEUES_PATH = "/api/queues/length"
+WORKERS_PATH = "/workers?json=1"  # Flower's UI page of workers, as JSON: their heartbeats among the rest
+SOCKET_MODE = 0o660
+MAX_ANSWER_BYTES = 8 << 20  # far above any real queue or worker list; a guard against a runaway answer
+SERVER = "flower-queue-exporter"  # the Server header, instead of wsgiref's name and Python's version
+StartResponse = Callable[..., Any]
 
 
 class FlowerError(Exception):
@@ -220,42 +238,16 @@ def parse_heartbeat_ages(data: object, now: float) -> dict[str, float]:
     return ages
 
 
-def escape_label(value: str) -> str:
-    """A label value in the text exposition format: backslash, double quote and newline escaped."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+@dataclass(frozen=True)
+class Scrape:
+    """What Flower answered on one scrape; `lengths` or `ages` is None when it gave no answer to trust."""
+
+    lengths: dict[str, int] | None
+    ages: dict[str, float] | None
+    seconds: float
 
 
-def render(lengths: dict[str, int] | None, ages: dict[str, float] | None, seconds: float) -> str:
-    """The exposition text; `lengths` or `ages` is None when Flower gave no answer to trust."""
-    lines = [
-        "# HELP flowerops_queue_up Whether Flower answered its queue lengths on this scrape (1) or not (0).",
-        "# TYPE flowerops_queue_up gauge",
-        f"flowerops_queue_up {0 if lengths is None else 1}",
-    ]
-    if lengths is not None:
-        lines += [
-            "# HELP flowerops_queue_length Messages waiting in a Celery queue, as Flower counts them.",
-            "# TYPE flowerops_queue_length gauge",
-            *(f'flowerops_queue_length{{queue="{escape_label(name)}"}} {lengths[name]}' for name in sorted(lengths)),
-        ]
-    if ages:
-        lines += [
-            "# HELP flowerops_worker_heartbeat_age_seconds Flower's clock minus a worker's newest heartbeat.",
-            "# TYPE flowerops_worker_heartbeat_age_seconds gauge",
-            *(
-                f'flowerops_worker_heartbeat_age_seconds{{worker="{escape_label(name)}"}} {ages[name]:.3f}'
-                for name in sorted(ages)
-            ),
-        ]
-    lines += [
-        "# HELP flowerops_queue_scrape_duration_seconds Time spent asking Flower (queue lengths and workers).",
-        "# TYPE flowerops_queue_scrape_duration_seconds gauge",
-        f"flowerops_queue_scrape_duration_seconds {seconds:.6f}",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def scrape(flower: Flower) -> str:
+def scrape(flower: Flower) -> Scrape:
     """Both requests share --timeout, so a slow Flower cannot hold the scrape for twice as long."""
     started = time.monotonic()
     lengths: dict[str, int] | None = None
@@ -264,7 +256,7 @@ def scrape(flower: Flower) -> str:
         lengths = flower.queue_lengths()
     except FlowerUnreachable as exc:
         log(3, str(exc))
-        return render(None, None, time.monotonic() - started)  # asking again would fail the same way
+        return Scrape(None, None, time.monotonic() - started)  # asking again would fail the same way
     except FlowerError as exc:
         log(3, str(exc))
     left = flower.timeout - (time.monotonic() - started)
@@ -275,52 +267,136 @@ def scrape(flower: Flower) -> str:
             ages = flower.heartbeat_ages(left)
         except FlowerError as exc:
             log(3, str(exc))
-    return render(lengths, ages, time.monotonic() - started)
+    return Scrape(lengths, ages, time.monotonic() - started)
 
 
-class MetricsHandler(BaseHTTPRequestHandler):
-    server: MetricsServer
-    server_version = "flower-queue-exporter"
-    sys_version = ""
+def queue_up() -> GaugeMetricFamily:
+    return GaugeMetricFamily(
+        "flowerops_queue_up", "Whether Flower answered its queue lengths on this scrape (1) or not (0)."
+    )
+
+
+def queue_length() -> GaugeMetricFamily:
+    return GaugeMetricFamily(
+        "flowerops_queue_length", "Messages waiting in a Celery queue, as Flower counts them.", labels=["queue"]
+    )
+
+
+def heartbeat_age() -> GaugeMetricFamily:
+    return GaugeMetricFamily(
+        "flowerops_worker_heartbeat_age_seconds",
+        "Flower's clock minus a worker's newest heartbeat.",
+        labels=["worker"],
+        unit="seconds",
+    )
+
+
+def scrape_duration() -> GaugeMetricFamily:
+    return GaugeMetricFamily(
+        "flowerops_queue_scrape_duration_seconds",
+        "Time spent asking Flower (queue lengths and workers).",
+        unit="seconds",
+    )
+
+
+class FlowerCollector:
+    """prometheus_client's custom collector: asks Flower on every collect(), that is on every scrape."""
+
+    def __init__(self, flower: Flower) -> None:
+        self.flower = flower
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        """The families without samples, so that the registry knows their names without asking Flower."""
+        return [queue_up(), queue_length(), heartbeat_age(), scrape_duration()]
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        answer = scrape(self.flower)
+        up = queue_up()
+        up.add_metric([], 0 if answer.lengths is None else 1)
+        yield up
+        if answer.lengths is not None:
+            lengths = queue_length()
+            for name in sorted(answer.lengths):
+                lengths.add_metric([name], answer.lengths[name])
+            yield lengths
+        if answer.ages:
+            ages = heartbeat_age()
+            for name in sorted(answer.ages):
+                ages.add_metric([name], round(answer.ages[name], 3))
+            yield ages
+        duration = scrape_duration()
+        duration.add_metric([], round(answer.seconds, 6))
+        yield duration
+
+
+def application(flower: Flower) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
+    """prometheus_client's WSGI application over a registry holding only the collector, at /metrics alone."""
+    registry = CollectorRegistry(auto_describe=False)  # not prometheus_client's global one: no process metrics
+    registry.register(FlowerCollector(flower))
+    metrics = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        def respond(status: str, headers: list[tuple[str, str]], exc_info: object = None) -> Any:
+            return start_response(status, [*headers, ("Cache-Control", "no-store"), ("Server", SERVER)], exc_info)
+
+        if environ.get("PATH_INFO") != "/metrics":  # prometheus_client serves its metrics at any path
+            respond("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+            return [b"Not found: the metrics are at /metrics\n"]
+        return metrics(environ, respond)
+
+    return app
+
+
+class QuietHandler(WSGIRequestHandler):
     timeout = 30  # a client that stops talking does not hold a thread forever
 
-    def do_GET(self) -> None:
-        if self.path.split("?", 1)[0] != "/metrics":
-            self.answer(404, "text/plain; charset=utf-8", "Not found: the metrics are at /metrics\n")
-            return
-        self.answer(200, CONTENT_TYPE, scrape(self.server.flower))
-
-    def answer(self, status: int, content_type: str, text: str) -> None:
-        body = text.encode()
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def address_string(self) -> str:
-        return "unix"  # a Unix socket's peer has no address
+    def version_string(self) -> str:
+        """The Server header of the error pages of malformed requests (400, 414), which never reach the app."""
+        return SERVER
 
     def log_message(self, format: str, *args: object) -> None:
         """No access log: one line per scrape would drown the errors."""
 
 
-class MetricsServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+class MetricsServer(socketserver.ThreadingMixIn, WSGIServer):
+    """wsgiref's WSGI server, on a Unix socket (mode 0660, and the proxy's group) instead of a TCP port."""
+
+    address_family = socket.AF_UNIX
+    allow_reuse_address = False  # no TIME_WAIT on a Unix socket; a stale file is removed instead
     daemon_threads = True
 
-    def __init__(self, path: str, flower: Flower, group: str) -> None:
-        self.flower = flower
+    def __init__(self, path: str, group: str) -> None:
         remove_stale_socket(path)
         previous = os.umask(0o777 & ~SOCKET_MODE)  # the socket is born 0660, never wider
         try:
-            super().__init__(path, MetricsHandler)
+            super().__init__(path, QuietHandler)
         finally:
             os.umask(previous)
-        Path(path).chmod(SOCKET_MODE)
-        if group:
-            # The proxy's group may connect; the exporter is a member (SupplementaryGroups=).
-            os.chown(path, -1, grp.getgrnam(group).gr_gid)
+        try:
+            Path(path).chmod(SOCKET_MODE)
+            if group:
+                # The proxy's group may connect; the exporter is a member (SupplementaryGroups=).
+                os.chown(path, -1, grp.getgrnam(group).gr_gid)
+        except (OSError, KeyError):
+            self.server_close()
+            Path(path).unlink()
+            raise
+
+    def server_bind(self) -> None:
+        """bind() to the path; HTTPServer's own would look the address up as a host name."""
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = "localhost", 0  # what wsgiref puts in SERVER_NAME and SERVER_PORT
+        self.setup_environ()
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        """A Unix socket's peer has no address; wsgiref wants a (host, port) for REMOTE_ADDR."""
+        connection, _ = self.socket.accept()
+        return connection, ("unix", 0)
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """One line, not socketserver's traceback: a client that timed out or went away mid-request."""
+        exc = sys.exc_info()[1]
+        log(4, f"a request on the metrics socket failed: {describe(exc) if exc else 'unknown error'}")
 
 
 def remove_stale_socket(path: str) -> None:
@@ -384,10 +460,11 @@ def main(argv: list[str] | None = None) -> int:
             timeout=args.timeout,
             authorization=basic_auth(args.auth_file),
         )
-        server = MetricsServer(args.listen, flower, args.socket_group)
+        server = MetricsServer(args.listen, args.socket_group)
     except (OSError, ValueError, KeyError) as exc:
         log(3, f"cannot start: {exc}")
         return 1
+    server.set_app(application(flower))
     signal.signal(signal.SIGTERM, stop)
     log(6, f"serving /metrics on {args.listen}, asking Flower at {flower.where()}")
     try:
