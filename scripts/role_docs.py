@@ -70,7 +70,8 @@ def root_block() -> str:
     for role in roles():
         summary = cell(entry_points(role)["main"]["short_description"])
         count = len(options(role))
-        lines.append(f"| [{role}](roles/{role}/README.md) | {summary} | {count} ([table](roles/{role}/README.md#variables)) |")
+        table_link = f"[table](roles/{role}/README.md#variables)"
+        lines.append(f"| [{role}](roles/{role}/README.md) | {summary} | {count} ({table_link}) |")
     return "\n".join([*lines, END])
 
 

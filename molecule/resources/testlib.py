@@ -1,0 +1,32 @@
+"""Helpers every scenario's testinfra checks share (each scenario's conftest.py imports them)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from typing import Any
+
+
+def wait_for(predicate: Any, timeout: float = 60.0, interval: float = 1.0) -> Any:
+    """Poll predicate until it returns a truthy value; bounded by timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
+def service_diagnostics(host: Any, unit: str, log_file: str | None = None) -> str:
+    journal = host.run("journalctl -u %s --no-pager -n 50", unit).stdout
+    log = host.run("tail -n 50 %s", log_file).stdout if log_file else ""
+    return f"\n--- journalctl -u {unit} ---\n{journal}\n--- {log_file or ''} ---\n{log}"
+
+
+def container_ip(host: Any) -> str:
+    name = host.backend.get_hostname()
+    template = "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}"
+    inspect = subprocess.run(
+        ["docker", "inspect", "-f", template, name], capture_output=True, text=True, timeout=30, check=True
+    )
+    return inspect.stdout.split()[0]
