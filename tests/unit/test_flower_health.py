@@ -458,7 +458,10 @@ def test_imports_only_stdlib_and_module_utils(path: Path) -> None:
         if isinstance(node, (ast.Import, ast.ImportFrom))
         for alias in node.names
     }
-    assert imported <= {*sys.stdlib_module_names, "ansible"}, imported - {*sys.stdlib_module_names, "ansible"}
+    # cryptography reads the certificate's expiry (every managed host has it: ansible-core needs it);
+    # test_flower_probe.py proves its import is guarded and the only one beyond the standard library.
+    allowed = {*sys.stdlib_module_names, "ansible", *({"cryptography"} if path.name == "flower_probe.py" else set())}
+    assert imported <= allowed, imported - allowed
     ansible_imports = {
         node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module.startswith("ansible")
     }
