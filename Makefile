@@ -11,7 +11,7 @@ export ANSIBLE_ROLES_PATH := $(CURDIR)/roles
 export ANSIBLE_LIBRARY := $(CURDIR)/library
 export ANSIBLE_MODULE_UTILS := $(CURDIR)/module_utils
 
-.PHONY: help host-packages venv engine demo demo-destroy lint unit sanity promtool molecule test docs
+.PHONY: help host-packages venv engine demo demo-destroy lint unit sanity promtool promtool-checks molecule test docs
 
 help:
 	@echo "make demo          local demo host with the whole stack (prints where to log in)"
@@ -43,31 +43,41 @@ demo-destroy:
 	bash scripts/demo.sh destroy
 
 lint: venv
-	yamllint --strict .
-	ansible-lint
-	ruff check .
-	ruff format --check .
+	bash scripts/timed.sh lint bash -c 'yamllint --strict . && ansible-lint && ruff check . && ruff format --check .'
 
 unit: venv
-	pytest -q tests/unit
+	bash scripts/timed.sh unit pytest -q tests/unit
 
 sanity: venv
-	bash scripts/sanity.sh
+	bash scripts/timed.sh sanity bash scripts/sanity.sh
 
 # Debian's promtool, unpacked under .cache/prometheus (not installed), checks
 # the monitoring role's rules and config rendered with its defaults, and runs
 # the rules' unit tests (tests/promtool).
 promtool: venv
+	bash scripts/timed.sh promtool $(MAKE) --no-print-directory promtool-checks
+
+promtool-checks:
 	bash scripts/promtool.sh >/dev/null
 	python scripts/render_monitoring.py --target flower-example=127.0.0.1:443,server_name=flower.example.com,queues >/dev/null
 	bash scripts/promtool.sh check rules .cache/monitoring/flower.yml
 	bash scripts/promtool.sh check config .cache/monitoring/prometheus.yml
 	bash scripts/promtool.sh test rules tests/promtool/*.test.yml
 
+# One scenario at a time (they share the machine's two cores); `make molecule
+# SCENARIO=split` runs one alone.
+SCENARIOS := default split
+SCENARIO :=
 molecule: venv engine
-	molecule test --all
+	@for s in $(or $(SCENARIO),$(SCENARIOS)); do \
+	  bash scripts/timed.sh molecule-$$s molecule test -s $$s || exit 1; \
+	done
 
-test: lint unit sanity promtool molecule
+# Ends with how long each part took (.artifacts/timings.txt).
+test:
+	@bash scripts/timed.sh --reset
+	@$(MAKE) --no-print-directory lint unit sanity promtool molecule; rc=$$?; \
+	  bash scripts/timed.sh --report; exit $$rc
 
 docs: venv
 	python scripts/role_docs.py --write

@@ -121,6 +121,19 @@ def test_a_poisoned_state_is_refused_and_runs_nothing(tool: ModuleType, tmp_path
     assert marker.read_text() == "pwned"
 
 
+def test_a_flower_that_has_not_saved_yet_is_an_empty_state(tool: ModuleType, tmp_path: Path) -> None:
+    """A fresh Flower creates its database empty and fills it at its first save: 0 tasks, not a bad copy
+    (the role takes the first backup at deploy, before that save). Anything else without events is refused."""
+    base = tmp_path / SOURCE_NAME
+    with shelve.open(str(base), flag="n"):
+        pass
+    assert tool.count_tasks(base) == 0
+    with shelve.open(str(base), flag="w") as db:
+        db["counter"] = {}
+    with pytest.raises(tool.BackupError, match=r"does not open as Flower's state: KeyError"):
+        tool.count_tasks(base)
+
+
 def test_a_state_that_is_not_flowers_is_refused(tool: ModuleType, tmp_path: Path) -> None:
     base = tmp_path / SOURCE_NAME
     with shelve.open(str(base), flag="n") as db:

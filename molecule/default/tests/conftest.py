@@ -13,22 +13,27 @@ import os
 import socket
 import ssl
 import subprocess
-import time
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import pytest
 import yaml
 from playwright.sync_api import Browser, BrowserContext, sync_playwright
 
 SCENARIO_DIR = Path(os.environ.get("MOLECULE_SCENARIO_DIRECTORY", Path(__file__).resolve().parents[1]))
 PROJECT_DIR = SCENARIO_DIR.parents[1]
+sys.path.insert(0, str(PROJECT_DIR / "molecule" / "resources"))
+from testlib import container_ip, service_diagnostics, wait_for  # noqa: E402
+
 MOLECULE = yaml.safe_load((SCENARIO_DIR / "molecule.yml").read_text())
 GROUP_VARS: dict[str, Any] = MOLECULE["provisioner"]["inventory"]["group_vars"]["all"]
 INSTANCE: str = MOLECULE["platforms"][0]["name"]
+PREFIX_INSTANCE: str = MOLECULE["platforms"][1]["name"]
 GROUPS: list[str] = MOLECULE["platforms"][0]["groups"]
-FLOWER_PLATFORMS = {platform["name"] for platform in MOLECULE["platforms"] if "flower" in platform["groups"]}
+PLATFORM_GROUPS: dict[str, list[str]] = {platform["name"]: platform["groups"] for platform in MOLECULE["platforms"]}
 LOGINS: dict[str, dict[str, str]] = {user["role"]: user for user in reversed(GROUP_VARS["flower_users"])}
 SECRETS: list[str] = [
     GROUP_VARS["demo_broker_password"],
@@ -41,7 +46,26 @@ CA_ON_TARGET: str = GROUP_VARS["flower_tls_trusted_ca"]
 
 
 def role_defaults(role: str) -> dict[str, Any]:
-    return yaml.safe_load((PROJECT_DIR / "roles" / role / "defaults" / "main.yml").read_text())
+    """A role's defaults as this scenario deploys them: the values that follow other roles' settings
+    ("{{ flower_db }}") rendered with every role's defaults and the scenario's group_vars (a value that needs
+    the host, such as ansible_local, stays as written)."""
+    every: dict[str, Any] = {}
+    for path in sorted((PROJECT_DIR / "roles").glob("*/defaults/main.yml")):
+        every.update(yaml.safe_load(path.read_text()) or {})
+    every.update(GROUP_VARS)
+    own = yaml.safe_load((PROJECT_DIR / "roles" / role / "defaults" / "main.yml").read_text())
+    environment = jinja2.Environment(undefined=jinja2.StrictUndefined)
+
+    def render(value: Any, depth: int = 0) -> Any:
+        if not isinstance(value, str) or "{{" not in value or depth > 5:
+            return value
+        try:
+            rendered = environment.from_string(value).render(every)
+        except (jinja2.TemplateError, TypeError, AttributeError):
+            return value
+        return render(rendered, depth + 1)
+
+    return {name: render(value) for name, value in own.items()}
 
 
 FLOWER = role_defaults("flower")
@@ -51,10 +75,8 @@ USER, PASSWORD = LOGINS["admin"]["name"], LOGINS["admin"]["password"]
 
 def platform_skip(name: str, module: Any) -> str:
     """Why a test module does not run on this platform ("" when it does): the first platform runs every test;
-    the other Flower platforms only modules that set EVERY_PLATFORM = True; a platform without Flower (the
-    monitoring-only one) only modules that set WITHOUT_FLOWER = True."""
-    if name not in FLOWER_PLATFORMS:
-        return "" if getattr(module, "WITHOUT_FLOWER", False) else f"no Flower on {name}"
+    the prefix platform every module that applies there (EVERY_PLATFORM = True): all but the monitoring one,
+    whose Prometheus is on the first platform."""
     if name != INSTANCE and not getattr(module, "EVERY_PLATFORM", False):
         return f"runs on {INSTANCE} only"
     return ""
@@ -124,22 +146,6 @@ def fetch_json(host: Any, path: str) -> Any:
     return json.loads(body)
 
 
-def wait_for(predicate: Any, timeout: float = 60.0, interval: float = 1.0) -> Any:
-    """Poll predicate until it returns a truthy value; bounded by timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
-
-
-def service_diagnostics(host: Any, unit: str, log_file: str | None = None) -> str:
-    journal = host.run("journalctl -u %s --no-pager -n 50", unit).stdout
-    log = host.run("tail -n 50 %s", log_file).stdout if log_file else ""
-    return f"\n--- journalctl -u {unit} ---\n{journal}\n--- {log_file or ''} ---\n{log}"
-
-
 def wait_until_healthy(host: Any) -> None:
     ok = wait_for(lambda: fetch(host, "/healthcheck", auth=False)[0] == 200, timeout=60)
     assert ok, "Flower did not answer /healthcheck" + service_diagnostics(
@@ -154,15 +160,21 @@ def healthy_flower(host: Any) -> Any:
 
 
 def run_playbook(
-    tmp_path: Path, group_vars: dict[str, Any], playbook: str = "site.yml", *args: str
+    tmp_path: Path, group_vars: dict[str, Any], playbook: str = "site.yml", *args: str, hosts: list[str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """ansible-playbook from the controller against the target, with an inventory built from molecule.yml."""
+    """ansible-playbook from the controller against the targets (the first platform unless hosts names others),
+    each in its own groups with its own host_vars, with an inventory built from molecule.yml."""
     inventory = tmp_path / "inventory"
-    own = MOLECULE["provisioner"]["inventory"].get("host_vars", {}).get(INSTANCE, {})
     (inventory / "group_vars").mkdir(parents=True, exist_ok=True)
-    target = {INSTANCE: {"ansible_connection": "community.docker.docker", **own}}
-    hosts = {"all": {"children": {group: {"hosts": target} for group in GROUPS}}}
-    (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts))
+    children: dict[str, Any] = {}
+    for name in hosts or [INSTANCE]:
+        own = MOLECULE["provisioner"]["inventory"].get("host_vars", {}).get(name, {})
+        for group in PLATFORM_GROUPS[name]:
+            children.setdefault(group, {"hosts": {}})["hosts"][name] = {
+                "ansible_connection": "community.docker.docker",
+                **own,
+            }
+    (inventory / "hosts.yml").write_text(yaml.safe_dump({"all": {"children": children}}))
     (inventory / "group_vars" / "all.yml").write_text(yaml.safe_dump(group_vars))
     env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"}
     return subprocess.run(
@@ -174,15 +186,6 @@ def run_playbook(
         timeout=900,
         check=False,
     )
-
-
-def container_ip(host: Any) -> str:
-    name = host.backend.get_hostname()
-    template = "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}"
-    inspect = subprocess.run(
-        ["docker", "inspect", "-f", template, name], capture_output=True, text=True, timeout=30, check=True
-    )
-    return inspect.stdout.split()[0]
 
 
 class FrontDoor:

@@ -7,6 +7,9 @@ from typing import Any
 import pytest
 from conftest import ACCOUNT
 
+# Every platform: the prefix one too.
+EVERY_PLATFORM = True
+
 USER = ACCOUNT["flower_account_user"]
 GROUP = ACCOUNT["flower_account_group"]
 

@@ -13,12 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ACCOUNT, GROUP_VARS, INSTANCE, SECRETS, run_playbook
+from conftest import ACCOUNT, GROUP_VARS, INSTANCE, PREFIX_INSTANCE, SECRETS, first_platform_only, run_playbook
+
+EVERY_PLATFORM = True
+# The check-mode, -v and health runs cover both platforms at once (one run, each host in its own groups).
+BOTH = [INSTANCE, PREFIX_INSTANCE]
 
 # Deprecation warnings announce the next ansible-core upgrade's breakage: any
 # not listed here (with the reason it cannot be fixed yet) fails the run.
 KNOWN_DEPRECATIONS: dict[str, str] = {}
-RECAP = re.compile(rf"{re.escape(INSTANCE)}\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)")
+RECAP = r"{}\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)"
 # Files and service state that must not move when a run is refused.
 FINGERPRINT = (
     f"sha256sum /etc/systemd/system/flower.service {ACCOUNT['flower_account_config_dir']}/* "
@@ -28,9 +32,9 @@ FINGERPRINT = (
 
 
 def run_site(
-    tmp_path: Path, group_vars: dict[str, Any], *args: str, playbook: str = "site.yml"
+    tmp_path: Path, group_vars: dict[str, Any], *args: str, playbook: str = "site.yml", hosts: list[str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return run_playbook(tmp_path, group_vars, playbook, *args)
+    return run_playbook(tmp_path, group_vars, playbook, *args, hosts=hosts)
 
 
 def new_deprecations(output: str) -> list[str]:
@@ -38,33 +42,36 @@ def new_deprecations(output: str) -> list[str]:
     return [line for line in found if not any(known in line for known in KNOWN_DEPRECATIONS)]
 
 
-def recap(output: str) -> tuple[int, int, int, int]:
-    found = RECAP.findall(output)
+def recap(output: str, name: str = INSTANCE) -> tuple[int, int, int, int]:
+    found = re.findall(RECAP.format(re.escape(name)), output)
     assert found, output[-3000:]
     return tuple(int(n) for n in found[-1])  # type: ignore[return-value]
 
 
 def test_check_mode_reports_no_change_and_no_secret(tmp_path: Path) -> None:
-    result = run_site(tmp_path, GROUP_VARS, "--check", "--diff", "-v")
+    result = run_site(tmp_path, GROUP_VARS, "--check", "--diff", "-v", hosts=BOTH)
     output = result.stdout + result.stderr
-    _, changed, unreachable, failed = recap(output)
-    assert (result.returncode, changed, unreachable, failed) == (0, 0, 0, 0), output[-4000:]
+    assert result.returncode == 0, output[-4000:]
+    for name in BOTH:
+        _, changed, unreachable, failed = recap(output, name)
+        assert (changed, unreachable, failed) == (0, 0, 0), f"{name}: " + output[-4000:]
     leaked = [s for s in SECRETS if s in output]
     assert not leaked, f"{len(leaked)} secret(s) in the output of a -v --check --diff run"
     assert not new_deprecations(output), new_deprecations(output)
 
 
 def test_verbose_run_changes_nothing_and_shows_no_secret(tmp_path: Path) -> None:
-    result = run_site(tmp_path, GROUP_VARS, "-v")
+    result = run_site(tmp_path, GROUP_VARS, "-v", hosts=BOTH)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
-    assert recap(output)[1] == 0, "a second real run changed something"
+    assert [recap(output, name)[1] for name in BOTH] == [0, 0], "a second real run changed something"
     assert not [s for s in SECRETS if s in output], "a secret is in the output of a -v run"
     assert not new_deprecations(output), new_deprecations(output)
 
 
 def test_configure_tag_rerenders_without_reinstalling(host: Any, tmp_path: Path) -> None:
     """`--tags flower_configure` runs preflight, the configuration and the final check, and no install task."""
+    first_platform_only(host)
     pid = host.run("systemctl show -p MainPID --value flower").stdout
     result = run_site(tmp_path, GROUP_VARS, "--tags", "flower_configure")
     output = result.stdout + result.stderr
@@ -78,11 +85,12 @@ def test_configure_tag_rerenders_without_reinstalling(host: Any, tmp_path: Path)
 
 
 def test_health_playbook_prints_one_row_per_check(tmp_path: Path) -> None:
-    result = run_site(tmp_path, GROUP_VARS, playbook="playbooks/health.yml")
+    result = run_site(tmp_path, GROUP_VARS, playbook="playbooks/health.yml", hosts=BOTH)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     for check in ("healthcheck", "api", "auth", "workers", "events"):
-        assert re.search(rf'"msg": "{check} +ok ', output) or re.search(rf"msg: {check} +ok ", output), output[-3000:]
+        rows = re.findall(rf'"msg": "{check} +ok ', output) or re.findall(rf"msg: {check} +ok ", output)
+        assert len(rows) == len(BOTH), output[-3000:]
     assert not [s for s in SECRETS if s in output]
 
 
@@ -153,6 +161,7 @@ BAD_INPUT: dict[str, tuple[Any, ...]] = {
 @pytest.mark.parametrize("case", BAD_INPUT, ids=list(BAD_INPUT))
 def test_bad_input_fails_before_the_host_changes(host: Any, tmp_path: Path, case: str) -> None:
     """Against preflight alone (site.yml's first stage): seconds, not a converge."""
+    first_platform_only(host)
     group_vars, expected, *args = BAD_INPUT[case]
     playbooks = [arg.split("=", 1)[1] for arg in args if arg.startswith("--playbook=")]
     args = [arg for arg in args if not arg.startswith("--playbook=")]

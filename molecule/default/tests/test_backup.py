@@ -21,6 +21,8 @@ import pytest
 import yaml
 from conftest import GROUP_VARS, PROJECT_DIR, fetch_json, role_defaults, run_playbook, wait_for, wait_until_healthy
 
+EVERY_PLATFORM = True
+
 BACKUP = role_defaults("flower_backup")
 DIR = BACKUP["flower_backup_dir"]
 DB = BACKUP["flower_backup_source"]
@@ -37,8 +39,9 @@ WRITE = "import sys; open(sys.argv[1], 'w').write(sys.argv[2])"
 FINGERPRINT = f"sha256sum {DB}; ls {Path(DB).parent}; systemctl show -p MainPID,ActiveEnterTimestamp flower"
 
 
-def run(tmp_path: Path, playbook: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return run_playbook(tmp_path, GROUP_VARS, playbook, *args)
+def run(host: Any, tmp_path: Path, playbook: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """A playbook against this platform alone."""
+    return run_playbook(tmp_path, GROUP_VARS, playbook, *args, hosts=[host.backend.get_hostname()])
 
 
 def backup_tool() -> ModuleType:
@@ -141,7 +144,7 @@ def test_restore_brings_the_tasks_back(host: Any, tmp_path: Path, backed_up: dic
     assert host.run("systemctl stop flower && rm -f %s && systemctl start flower", DB).rc == 0
     wait_until_healthy(host)
     assert not backed_up["ids"] & api_task_ids(host), "the database was not wiped"
-    result = run(tmp_path, "playbooks/restore.yml", "-e", f"flower_restore_archive={backed_up['archive']}")
+    result = run(host, tmp_path, "playbooks/restore.yml", "-e", f"flower_backup_restore_archive={backed_up['archive']}")
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert backed_up["ids"] <= api_task_ids(host)
     db = host.file(DB)
@@ -169,7 +172,7 @@ def test_damaged_archive_is_refused_and_nothing_changes(
     plant_damaged(host, backed_up["archive"], name, checksum_matches)
     try:
         before = host.run(FINGERPRINT).stdout
-        result = run(tmp_path, "playbooks/restore.yml", "-e", f"flower_restore_archive={name}")
+        result = run(host, tmp_path, "playbooks/restore.yml", "-e", f"flower_backup_restore_archive={name}")
         output = result.stdout + result.stderr
         assert result.returncode != 0, output[-3000:]
         expected = "not a readable archive" if checksum_matches else "does not match the manifest"
@@ -239,7 +242,7 @@ def test_poisoned_archive_is_refused_and_runs_nothing(
         verified = host.run("flower-backup verify --archive %s", name)
         assert verified.rc != 0, verified.stdout
         assert refusal in verified.stderr, verified.stderr
-        result = run(tmp_path, "playbooks/restore.yml", "-e", f"flower_restore_archive={name}")
+        result = run(host, tmp_path, "playbooks/restore.yml", "-e", f"flower_backup_restore_archive={name}")
         output = result.stdout + result.stderr
         assert result.returncode != 0, output[-3000:]
         # Ansible's YAML output folds long lines and doubles single quotes.
@@ -276,7 +279,7 @@ def test_retention_keeps_the_newest_by_count_and_drops_the_too_old(host: Any, ba
 def test_low_free_space_fails_loudly_and_deletes_nothing(host: Any, tmp_path: Path, backed_up: dict[str, Any]) -> None:
     configure = ("playbooks/flower.yml", "--tags", "flower_backup_configure")
     # Typed (JSON) extra vars: key=value would pass the number as a string, which preflight's comparisons refuse.
-    huge = run(tmp_path, *configure, "-e", json.dumps({"flower_backup_min_free_mb": 100000000}))
+    huge = run(host, tmp_path, *configure, "-e", json.dumps({"flower_backup_min_free_mb": 100000000}))
     assert huge.returncode == 0, (huge.stdout + huge.stderr)[-3000:]
     try:
         before = archives(host)
@@ -287,6 +290,6 @@ def test_low_free_space_fails_loudly_and_deletes_nothing(host: Any, tmp_path: Pa
         assert "refusing to back up" in errors, errors
         assert archives(host) == before, "a refused backup changed the archives"
     finally:
-        restored = run(tmp_path, *configure)
+        restored = run(host, tmp_path, *configure)
         assert restored.returncode == 0, (restored.stdout + restored.stderr)[-3000:]
     assert start_backup(host).rc == 0

@@ -1,5 +1,6 @@
-"""The production checklist (playbooks/checklist.yml) on the converged host: all 16 items pass, read-only and the
-same under --check; after deliberate damage it fails exactly the damaged items, naming what it saw."""
+"""The production checklist (playbooks/checklist.yml) on the converged hosts: all 16 items pass on both platforms
+(the prefix one observed by the first platform's Prometheus), read-only and the same under --check; after
+deliberate damage it fails exactly the damaged items, naming what it saw."""
 
 from __future__ import annotations
 
@@ -11,17 +12,34 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import GROUP_VARS, INSTANCE, SECRETS, fetch, run_playbook, wait_for, wait_until_healthy
+from conftest import (
+    GROUP_VARS,
+    INSTANCE,
+    PREFIX_INSTANCE,
+    SECRETS,
+    fetch,
+    first_platform_only,
+    run_playbook,
+    wait_for,
+    wait_until_healthy,
+)
+
+EVERY_PLATFORM = True
+# Both platforms in one audit run: the first is the monitoring host items 9 and 10 look at.
+BOTH = [INSTANCE, PREFIX_INSTANCE]
 
 SITE = "/etc/nginx/sites-available/flower.conf"
 HEADERS = "/etc/nginx/snippets/flower-headers.conf"
 
 
-def audit(tmp_path: Path, *args: str, group_vars: dict[str, Any] | None = None) -> tuple[Any, dict]:
+def audit(
+    tmp_path: Path, *args: str, group_vars: dict[str, Any] | None = None, name: str = INSTANCE
+) -> tuple[Any, dict]:
     reports = tmp_path / "reports"
     extra = ("-e", f"flower_checklist_report_dir={reports}", *args)
-    run = run_playbook(tmp_path, group_vars or GROUP_VARS, "playbooks/checklist.yml", *extra)
-    report_file = reports / f"{INSTANCE}.json"
+    hosts = BOTH if name != INSTANCE else [INSTANCE]
+    run = run_playbook(tmp_path, group_vars or GROUP_VARS, "playbooks/checklist.yml", *extra, hosts=hosts)
+    report_file = reports / f"{name}.json"
     report = json.loads(report_file.read_text()) if report_file.exists() else {}
     return run, report
 
@@ -38,7 +56,8 @@ def backed_up(host: Any) -> None:
 
 
 def test_converged_host_passes_all_16_items(host: Any, tmp_path: Path, backed_up: None) -> None:
-    run, report = audit(tmp_path)
+    name = host.backend.get_hostname()
+    run, report = audit(tmp_path, name=name)
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-4000:]
     assert statuses(report) == {number: "PASS" for number in range(1, 17)}, json.dumps(report, indent=1)
@@ -48,22 +67,24 @@ def test_converged_host_passes_all_16_items(host: Any, tmp_path: Path, backed_up
         assert item["evidence"] and item["name"] in output
     for secret in SECRETS:
         assert secret not in output
-    suite = ET.parse(tmp_path / "reports" / f"{INSTANCE}.xml").getroot().find("testsuite")
+    suite = ET.parse(tmp_path / "reports" / f"{name}.xml").getroot().find("testsuite")
     assert suite is not None and suite.get("tests") == "16" and suite.get("failures") == "0"
-    assert re.search(rf"{INSTANCE}\s*: ok=\d+\s+changed=0\s", output), "the audit changed the host"
+    assert re.search(rf"{name}\s*: ok=\d+\s+changed=0\s", output), "the audit changed the host"
 
 
 def test_check_mode_runs_the_same_and_changes_nothing(host: Any, tmp_path: Path, backed_up: None) -> None:
-    run, report = audit(tmp_path, "--check")
+    name = host.backend.get_hostname()
+    run, report = audit(tmp_path, "--check", name=name)
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-4000:]
     assert report["check_mode"] is True and set(statuses(report).values()) == {"PASS"}
-    assert re.search(rf"{INSTANCE}\s*: ok=\d+\s+changed=0\s", output)
+    assert re.search(rf"{name}\s*: ok=\d+\s+changed=0\s", output)
 
 
 @pytest.fixture
 def damaged(host: Any) -> Iterator[None]:
     """Firewall off, backup timer stopped, a header removed, nginx's logins off; all put back afterwards."""
+    first_platform_only(host)
     files = (SITE, HEADERS)
     for path in files:
         assert host.run(f"cp -a {path} {path}.checklist-test").rc == 0
@@ -109,6 +130,7 @@ def test_damage_fails_exactly_the_damaged_items(host: Any, tmp_path: Path, backe
 
 
 def test_a_waiver_without_a_reason_is_refused(host: Any, tmp_path: Path) -> None:
+    first_platform_only(host)
     run, _report = audit(tmp_path, group_vars={**GROUP_VARS, "flower_checklist_waivers": {"4": " "}})
     assert run.returncode != 0
     assert "flower_checklist_waivers: 4 must be a checklist item (1 to 16) with a reason" in run.stdout + run.stderr

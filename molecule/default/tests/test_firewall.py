@@ -20,6 +20,9 @@ from typing import Any
 import pytest
 from conftest import GROUP_VARS, INSTANCE, container_ip, first_platform_only, role_defaults, run_playbook, wait_for
 
+# Every platform: the prefix one too.
+EVERY_PLATFORM = True
+
 FIREWALL = role_defaults("flower_firewall")
 UNUSED_PORT = 8099
 FILTERED = [*FIREWALL["flower_firewall_forbidden_ports"], UNUSED_PORT]

@@ -12,6 +12,9 @@ import pytest
 from conftest import CA_ON_TARGET, PASSWORD, USER, base_url, wait_for, wait_until_healthy
 from testinfra.modules.ansible import AnsibleException
 
+# Every platform: the prefix one too.
+EVERY_PLATFORM = True
+
 
 def flower_health(host: Any, **options: Any) -> dict[str, Any]:
     args = {

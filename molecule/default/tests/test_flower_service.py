@@ -8,6 +8,9 @@ from typing import Any
 
 from conftest import ACCOUNT, FLOWER, fetch, fetch_json, service_diagnostics, wait_for
 
+# Every platform: the prefix one too.
+EVERY_PLATFORM = True
+
 LOG = f"{ACCOUNT['flower_account_log_dir']}/flower.log"
 SIZES = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 

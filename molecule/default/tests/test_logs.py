@@ -8,6 +8,9 @@ from typing import Any
 
 from conftest import ACCOUNT, fetch, role_defaults, wait_for, wait_until_healthy
 
+# Every platform: the prefix one too.
+EVERY_PLATFORM = True
+
 LOG = f"{ACCOUNT['flower_account_log_dir']}/flower.log"
 CONFIG = "/etc/logrotate.d/flower"
 PROXY = role_defaults("flower_proxy")

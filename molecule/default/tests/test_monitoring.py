@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from conftest import INSTANCE, PROJECT_DIR, service_diagnostics, wait_for, wait_until_healthy
+from conftest import PREFIX_INSTANCE as OTHER
 
 DASHBOARD = PROJECT_DIR / "roles" / "flower_monitoring" / "files" / "flower-dashboard.json"
 RECEIVER = PROJECT_DIR / "tests" / "tools" / "alert_receiver.py"
@@ -41,15 +42,23 @@ def flower_targets(host: Any) -> list[dict]:
 
 
 def test_prometheus_scrapes_flower_and_the_queue_exporter_through_nginx(host: Any) -> None:
+    """Both platforms: this one at its public name, the prefix one across the network, each with the CA its
+    own flower_tls recorded (each platform's certificate comes from its own Pebble)."""
+
     def all_up() -> list[dict] | None:
         targets = flower_targets(host)
-        return targets if len(targets) == 2 and all(t["health"] == "up" for t in targets) else None
+        return targets if len(targets) == 4 and all(t["health"] == "up" for t in targets) else None
 
-    targets = wait_for(all_up, timeout=60)
+    targets = wait_for(all_up, timeout=90)
     assert targets, json.dumps(flower_targets(host), indent=1)
     urls = sorted(target["scrapeUrl"] for target in targets)
-    assert urls == ["https://flower.molecule.test:443/metrics", "https://flower.molecule.test:443/metrics/queues"]
-    assert {target["labels"]["instance"] for target in targets} == {INSTANCE}
+    assert urls == [
+        "https://flower.molecule.test:443/metrics",
+        "https://flower.molecule.test:443/metrics/queues",
+        f"https://{OTHER}:443/flower/metrics",
+        f"https://{OTHER}:443/flower/metrics/queues",
+    ]
+    assert {target["labels"]["instance"] for target in targets} == {INSTANCE, OTHER}
 
 
 def test_rules_and_config_pass_promtool_and_are_loaded(host: Any) -> None:

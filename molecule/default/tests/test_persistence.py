@@ -7,6 +7,9 @@ from typing import Any
 import pytest
 from conftest import fetch, fetch_json, wait_for, wait_until_healthy
 
+# Every platform: the prefix one too.
+EVERY_PLATFORM = True
+
 
 def send(host: Any, task: str, args: str = "[]") -> str:
     result = host.run("demo-worker-call %s %s", task, args)

@@ -7,6 +7,9 @@ from typing import Any
 import pytest
 from conftest import ACCOUNT, SECRETS
 
+# Every platform: the prefix one too.
+EVERY_PLATFORM = True
+
 
 @pytest.mark.parametrize("command", ["ps auxww", "ps -eo args"])
 def test_no_secret_in_process_list(host: Any, command: str) -> None:

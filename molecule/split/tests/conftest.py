@@ -33,12 +33,12 @@ def only_on(host: Any, name: str) -> Any:
     return host
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def flower(host: Any) -> Any:
     return only_on(host, FLOWER)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def monitor(host: Any) -> Any:
     return only_on(host, MONITOR)
 

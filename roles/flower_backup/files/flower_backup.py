@@ -172,7 +172,12 @@ def load_shelve(base: Path) -> dict[str, Any]:
 def count_tasks(base: Path) -> int:
     """Open a shelve read-only and count the tasks in Flower's state."""
     try:
-        state = load_shelve(base)["events"]
+        entries = load_shelve(base)
+        # A Flower that has not saved yet (a fresh host: it saves every flower_state_save_interval and on
+        # stop) has created its database empty: a real, empty state, which Flower itself loads as such.
+        if not entries:
+            return 0
+        state = entries["events"]
     except Exception as error:  # any failure to open or unpickle means "not a good copy"
         raise BackupError(f"{base} does not open as Flower's state: {type(error).__name__}: {error}") from error
     kind = f"{type(state).__module__}.{type(state).__qualname__}"

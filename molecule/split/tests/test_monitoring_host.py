@@ -1,8 +1,8 @@
-"""The monitoring-only platform (flowerops-molecule-monitor: group flower_monitoring alone): it gets the
-default-deny firewall with SSH alone, and Prometheus (9090), Alertmanager (9093) and its gossip port (9094)
-never listen beyond loopback, not even at their first start (the package's own start, at install).
+"""The monitoring-only platform (group flower_monitoring alone): it gets the default-deny firewall with SSH
+alone, and Prometheus (9090), Alertmanager (9093) and its gossip port (9094) never listen beyond loopback, not
+even at their first start (the package's own start, at install).
 
-Seen from another container (the first platform): 9090, 9093 and 9094 are filtered (the firewall drops the
+Seen from another container (the Flower host): 9090, 9093 and 9094 are filtered (the firewall drops the
 packets, so the connection times out; a closed port would refuse it), while SSH's port is not."""
 
 from __future__ import annotations
@@ -13,20 +13,16 @@ from typing import Any
 
 import pytest
 import testinfra
-from conftest import INSTANCE, MOLECULE, container_ip, service_diagnostics, wait_for
+from conftest import FLOWER as INSTANCE
+from conftest import container_ip, service_diagnostics, wait_for
 
-# Runs on the monitoring platform only, once: conftest's _platform_scope lets a
-# WITHOUT_FLOWER module reach the platform without Flower, and `monitor` skips all but that one.
-WITHOUT_FLOWER = True
-MONITOR = "flowerops-molecule-monitor"
-assert MONITOR in [platform["name"] for platform in MOLECULE["platforms"]], "molecule.yml has no monitoring platform"
 CLOSED_TO_OTHERS = {9090: "Prometheus", 9093: "Alertmanager", 9094: "Alertmanager's gossip"}
 PORT_IDS = [f"{port}-{name}" for port, name in sorted(CLOSED_TO_OTHERS.items())]
 SSH_PORT = 22
 ATTEMPTS = 2
 TIMEOUT = 3.0
 
-# Run on the first platform: one TCP connect, "open", "refused" (closed) or "filtered" (no answer in time).
+# Run on the Flower host: one TCP connect, "open", "refused" (closed) or "filtered" (no answer in time).
 _CONNECT = """
 import socket, sys
 address, port, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
@@ -52,19 +48,12 @@ while True:
 
 
 @pytest.fixture(scope="module")
-def monitor(host: Any) -> Any:
-    if host.backend.get_hostname() != MONITOR:
-        pytest.skip(f"runs on {MONITOR} only")
-    return host
-
-
-@pytest.fixture(scope="module")
 def other_host() -> Any:
     return testinfra.get_host(f"docker://{INSTANCE}")
 
 
 def connect_from(other: Any, address: str, port: int) -> str:
-    """What the first platform sees when it connects to address:port; a filtered port must stay so every time."""
+    """What the Flower host sees when it connects to address:port; a filtered port must stay so every time."""
     seen = ""
     for _ in range(ATTEMPTS):
         seen = other.run("python3 -c %s %s %s %s", _CONNECT, address, str(port), str(TIMEOUT)).stdout.strip()
