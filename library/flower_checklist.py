@@ -137,6 +137,12 @@ options:
         the rule groups Prometheus has loaded.
     type: dict
     default: {}
+  instance:
+    description:
+      - This host's name in Prometheus' C(instance) label (item 9 finds the host's target by it, by its public
+        name, or by its address), for a target scraped at an address rather than the public name.
+    type: str
+    default: ""
   external_prometheus:
     description:
       - Declares that a Prometheus outside this project scrapes the host (item 9); the text names it and is the
@@ -576,7 +582,7 @@ class Audit:
                 for t in monitoring.get("targets", [])
                 if (t.get("labels") or {}).get("job") == "flower"
                 and path == urlsplit(t.get("scrapeUrl", "")).path
-                and _names_host(t, host)
+                and _names_host(t, host, self.params["instance"])
             ]
             up = [t for t in mine if t.get("health") == "up"]
             if up:
@@ -872,10 +878,13 @@ def _wider_than_managed(rules: list[UfwRule], marker: str) -> list[str]:
     return problems
 
 
-def _names_host(target: dict, host: str) -> bool:
-    """Whether a Prometheus target is this Flower host: by its instance, its address, or its scrape URL."""
+def _names_host(target: dict, host: str, instance: str = "") -> bool:
+    """Whether a Prometheus target is this Flower host: its instance label is the host's, or its instance, its
+    address or its scrape URL names the public host."""
     labels = target.get("labels") or {}
     discovered = target.get("discoveredLabels") or {}
+    if instance and labels.get("instance") == instance:
+        return True
     names = (labels.get("instance", ""), discovered.get("__address__", ""), target.get("scrapeUrl", ""))
     return any(host in name for name in names)
 
@@ -1019,6 +1028,7 @@ def main() -> None:
             ),
             burst_max=dict(type="int", default=100),
             monitoring=dict(type="dict", default={}),
+            instance=dict(type="str", default=""),
             external_prometheus=dict(type="str", default=""),
             runbook=dict(type="path", default="/usr/local/share/doc/flowerops/runbook.md"),
             runbook_max_age_days=dict(type="int", default=180),
