@@ -3,14 +3,12 @@
 Prometheus on the monitoring host scrapes the Flower host across the network, trusting the CA that host's
 flower_tls recorded (a local CA here: selfsigned); Flower checks the users' own logins (basic mode); the
 production checklist passes with its items 9 and 10 observed on the other host; and the Flower host
-re-deployed with the provided TLS mode (certificate files of the operator's) serves them, with the scrape
-following the new CA.
+re-deployed with the provided TLS mode is test_tls_provided.py's (it runs after this module).
 """
 
 from __future__ import annotations
 
 import base64
-import datetime
 import http.client
 import json
 import socket
@@ -31,10 +29,6 @@ from conftest import (
     run_playbook,
     wait_for,
 )
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 LOCAL_CA = "/etc/ssl/flowerops/ca/ca.crt"
 CA_COPY = f"/etc/prometheus/flower-ca/{FLOWER}.crt"
@@ -113,72 +107,3 @@ def test_the_checklist_passes_with_monitoring_on_its_own_host(flower: Any) -> No
     assert [n for n, item in items.items() if item["status"] != "PASS"] == [], report
     assert "up" in items[9]["evidence"], items[9]
     assert not [s for s in SECRETS if s in output]
-
-
-def make_provided(tmp_path: Path) -> tuple[Path, Path, Path]:
-    """An operator's own CA, and a certificate and key for the domain it signed."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "flowerops split test provided CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, DOMAIN)]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(DOMAIN)]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    paths = tmp_path / "ca.pem", tmp_path / "fullchain.pem", tmp_path / "privkey.pem"
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    paths[2].chmod(0o600)
-    return paths
-
-
-def test_the_provided_mode_in_turn_and_the_scrape_follows(flower: Any, tmp_path: Path) -> None:
-    """Last: it leaves the Flower host on the operator's certificate."""
-    ca, chain, key = make_provided(tmp_path)
-    on_host = "/usr/local/share/ca-certificates/flowerops-split-provided.crt"
-    copied = flower.run("echo %s | base64 -d > %s", base64.b64encode(ca.read_bytes()).decode(), on_host)
-    assert copied.rc == 0, copied.stderr
-    settings = {
-        "flower_tls_mode": "provided",
-        "flower_tls_provided_certificate": str(chain),
-        "flower_tls_provided_key": str(key),
-        "flower_tls_trusted_ca": on_host,
-    }
-    result = run_playbook("site.yml", "-e", json.dumps(settings))
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-4000:]
-    assert key.read_text().strip().splitlines()[1] not in output, "the private key is in Ansible's output"
-    # The served certificate is the operator's: it verifies against their CA, not the local one.
-    status, _ = get("/healthcheck", ca, None)
-    assert status == 200
-    monitor = testinfra.get_host(f"docker://{next(iter(set(run_hosts()) - {FLOWER}))}")
-    assert monitor.file(CA_COPY).content_string == ca.read_text()
-    seen = wait_for(lambda: flower_targets_up(monitor) == {"flower": "up", "flower_queues": "up"}, timeout=90)
-    assert seen, f"after the switch, targets of {FLOWER}: {flower_targets_up(monitor)}"
-
-
-def run_hosts() -> list[str]:
-    from conftest import MOLECULE
-
-    return [platform["name"] for platform in MOLECULE["platforms"]]
