@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The local demo: a long-lived systemd container `flowerops-demo` with the whole
-# stack deployed by `ansible-playbook site.yml -i inventories/demo`.
+# stack deployed by `ansible-playbook playbooks/demo.yml -i inventories/demo`
+# (the fixtures, site.yml, then the production checklist).
 #   scripts/demo.sh up        create or reuse the container, deploy, print where to log in
 #   scripts/demo.sh destroy   remove the container and the demo's generated secrets
 set -euo pipefail
