@@ -26,6 +26,7 @@ import pytest
 import testinfra
 from conftest import (
     ACCOUNT,
+    CA_ON_TARGET,
     DOMAIN,
     FLOWER,
     GROUP_VARS,
@@ -518,12 +519,18 @@ def test_the_local_ca_may_sign_only_the_served_name(host: Any, tmp_path: Path) -
     certificate it signed for another name."""
     first_platform_only(host)
     tls_dir = "/var/tmp/selfsigned-ca-test"
+    # The role records its CA in its local fact: keep the real one, and let this tag-limited run's verify
+    # stage check what nginx still serves (Pebble's certificate).
+    fact = "/etc/ansible/facts.d/flower_tls.fact"
+    assert host.run("cp -a %s %s.keep", fact, fact).rc == 0
     run = run_playbook(
         tmp_path,
         {**GROUP_VARS, "flower_tls_mode": "selfsigned", "flower_tls_dir": tls_dir},
         "site.yml",
         "--tags",
         "flower_tls_configure",
+        "-e",
+        f"flower_verify_ca_path={CA_ON_TARGET}",
     )
     try:
         assert run.returncode == 0, run.stdout[-3000:]
@@ -543,6 +550,7 @@ def test_the_local_ca_may_sign_only_the_served_name(host: Any, tmp_path: Path) -
         )
         assert forged.rc != 0 and "permitted subtree violation" in forged.stdout + forged.stderr, forged.stdout
     finally:
+        host.run("mv %s.keep %s", fact, fact)
         host.run("rm -rf %s /var/tmp/evil.key /var/tmp/evil.csr /var/tmp/evil.crt", tls_dir)
 
 
