@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 
@@ -30,3 +32,17 @@ def container_ip(host: Any) -> str:
         ["docker", "inspect", "-f", template, name], capture_output=True, text=True, timeout=30, check=True
     )
     return inspect.stdout.split()[0]
+
+
+def ansible_playbook(project_dir: Path, inventory: Path, playbook: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """ansible-playbook from the controller, in the project's directory, without colours (tests read its output)."""
+    env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"}
+    return subprocess.run(
+        ["ansible-playbook", "-i", str(inventory), playbook, *args],
+        cwd=project_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )

@@ -26,7 +26,7 @@ from playwright.sync_api import Browser, BrowserContext, sync_playwright
 SCENARIO_DIR = Path(os.environ.get("MOLECULE_SCENARIO_DIRECTORY", Path(__file__).resolve().parents[1]))
 PROJECT_DIR = SCENARIO_DIR.parents[1]
 sys.path.insert(0, str(PROJECT_DIR / "molecule" / "resources"))
-from testlib import container_ip, service_diagnostics, wait_for  # noqa: E402
+from testlib import ansible_playbook, container_ip, service_diagnostics, wait_for  # noqa: E402
 
 MOLECULE = yaml.safe_load((SCENARIO_DIR / "molecule.yml").read_text())
 GROUP_VARS: dict[str, Any] = MOLECULE["provisioner"]["inventory"]["group_vars"]["all"]
@@ -176,16 +176,7 @@ def run_playbook(
             }
     (inventory / "hosts.yml").write_text(yaml.safe_dump({"all": {"children": children}}))
     (inventory / "group_vars" / "all.yml").write_text(yaml.safe_dump(group_vars))
-    env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"}
-    return subprocess.run(
-        ["ansible-playbook", "-i", str(inventory), playbook, *args],
-        cwd=PROJECT_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
+    return ansible_playbook(PROJECT_DIR, inventory, playbook, *args)
 
 
 class FrontDoor:

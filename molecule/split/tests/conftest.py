@@ -15,7 +15,7 @@ import yaml
 SCENARIO_DIR = Path(os.environ.get("MOLECULE_SCENARIO_DIRECTORY", Path(__file__).resolve().parents[1]))
 PROJECT_DIR = SCENARIO_DIR.parents[1]
 sys.path.insert(0, str(PROJECT_DIR / "molecule" / "resources"))
-from testlib import container_ip, service_diagnostics, wait_for  # noqa: E402
+from testlib import ansible_playbook, container_ip, service_diagnostics, wait_for  # noqa: E402
 
 __all__ = ["container_ip", "service_diagnostics", "wait_for"]
 
@@ -46,16 +46,7 @@ def monitor(host: Any) -> Any:
 def run_playbook(playbook: str, *args: str) -> subprocess.CompletedProcess[str]:
     """ansible-playbook from the controller with the scenario's own inventory (Molecule's)."""
     inventory = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "inventory"
-    env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"}
-    return subprocess.run(
-        ["ansible-playbook", "-i", str(inventory), playbook, *args],
-        cwd=PROJECT_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
+    return ansible_playbook(PROJECT_DIR, inventory, playbook, *args)
 
 
 def prometheus_targets(monitor: Any) -> list[dict[str, Any]]:
