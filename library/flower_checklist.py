@@ -254,7 +254,10 @@ items:
       type: str
       returned: always
     evidence:
-      description: What was observed.
+      description:
+        - What was observed, on one line, for an operator - sizes in binary units, times in UTC with their age,
+          summaries of the files and outputs read. Text quoted from a command is cut between words, marked with an
+          ellipsis, when it is long.
       type: str
       returned: always
     waiver:
@@ -288,7 +291,7 @@ import re
 import ssl
 import stat
 import time
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from typing import Callable, NamedTuple, Union
 from urllib.parse import urlsplit
 
@@ -328,16 +331,23 @@ HARMLESS_WRITE = "/api/task/async-apply/flowerops.checklist.no-such-task"
 REVIEWED = re.compile(r"Last reviewed:\s*(\d{4}-\d{2}-\d{2})")
 # The layout of the backup's status file this audit reads (flower_backup.py's STATUS_SCHEMA).
 BACKUP_STATUS_SCHEMA = 1
-# Item 7, run with Flower's own Python: which dbm backend the database is, and its key count. dbm.whichdb knows
-# which files make up a database of each backend, so this module keeps no list of dbm file suffixes (the backup
-# tool, which copies the files, keeps the only one).
-DBM_PROBE = """import dbm, sys
+# Item 7, run with Flower's own Python: which dbm backend the database is, and its keys (never its values: they
+# are pickles the flower user writes, and this runs as root). dbm.whichdb knows which files make up a database of
+# each backend, so this module keeps no list of dbm file suffixes (the backup tool, which copies the files, keeps
+# the only one).
+DBM_PROBE = """import dbm, json, sys
 kind = dbm.whichdb(sys.argv[1])
 if not kind:
     raise SystemExit("no database" if kind is None else "not a database of any dbm backend")
 with dbm.open(sys.argv[1], "r") as db:
-    print(kind, len(db.keys()))
+    print(kind, json.dumps(sorted(key.decode(errors="replace") for key in db.keys())))
 """
+# The keys of the state Flower saves (flower.events.Events.save_state): its EventsState, and its event counter.
+FLOWER_STATE_KEYS = ("events", "counter")
+# Evidence is read by an operator on a console table and in the reports: text quoted from a command or a file
+# is cut (at a word, marked with an ellipsis) to SNIPPET characters, a whole item's evidence to MAX_EVIDENCE.
+SNIPPET = 240
+MAX_EVIDENCE = 600
 
 
 class Verdict(NamedTuple):
@@ -348,13 +358,15 @@ class Verdict(NamedTuple):
 class Audit:
     """The observations behind the items; each item_N method returns a Verdict."""
 
+    cgroup_root = "/sys/fs/cgroup"  # where item 6 reads the limits the kernel enforces on the unit
+
     def __init__(self, module: AnsibleModule) -> None:
         self.module = module
         self.params = module.params
         self.client = self.make_client()
         self.unit = self.systemctl_show(
             self.params["service"],
-            "UnitFileState ActiveState SubState MainPID ControlGroup MemoryMax CPUQuotaPerSecUSec ExecStart",
+            "UnitFileState ActiveState SubState MainPID ControlGroup MemoryMax MemoryCurrent CPUQuotaPerSecUSec",
         )
         self.pid = int(self.unit.get("MainPID") or 0)
         self.cwd = os.readlink(f"/proc/{self.pid}/cwd") if self.pid else "/"
@@ -472,15 +484,15 @@ class Audit:
         health = [c for c in self.params["health"].get("checks", []) if c.get("name") in ("healthcheck", "api")]
         for check in health:
             if not check.get("ok"):
-                problems.append(f"flower_health {check['name']}: {check.get('detail')}")
+                problems.append(f"flower_health {check['name']}: {_shorten(check.get('detail'))}")
         seen = [f"Flower listens only on {', '.join(listening) or 'nothing'}", through]
-        seen += [f"flower_health {c['name']}: {c.get('detail')}" for c in health if c.get("ok")]
+        seen += [f"flower_health {c['name']}: {_shorten(c.get('detail'))}" for c in health if c.get("ok")]
         return Verdict(not problems, "; ".join(problems + [s for s in seen if s]))
 
     def item_4(self) -> Verdict:
         rc, out = self.run(["ufw", "status", "verbose"])
         if rc != 0:
-            return Verdict(False, f"ufw status: {out or 'failed'}")
+            return Verdict(False, f"ufw status: {_last_line(out) or 'failed'}")
         problems = []
         if "Status: active" not in out:
             problems.append("ufw is not active")
@@ -495,30 +507,44 @@ class Audit:
         marker = self.params["managed_marker"]
         problems += _wider_than_managed(rules, marker)
         managed = sorted({port for rule in rules if _managed(rule, marker) for port in rule.ports or ()})
+        defaults = default.split(":", 1)[-1].strip()
         seen = (
-            f"ufw active, {default.strip()}; no rule opens {', '.join(str(p) for p in sorted(ports))}; "
+            f"ufw active, {defaults}; no rule opens {', '.join(str(p) for p in sorted(ports))}; "
             f"no rule opens a managed port ({', '.join(map(str, managed)) or 'none'}) wider than its {marker} rules"
         )
         return Verdict(not problems, "; ".join(problems) if problems else seen)
 
     def item_5(self) -> Verdict:
-        state = self.unit.get("UnitFileState", "not installed") or "not installed"
+        if not self.unit:
+            return Verdict(False, f"systemd did not answer for {self.params['service']} (systemctl show failed)")
+        state = self.unit.get("UnitFileState") or "not installed"
         active = f"{self.unit.get('ActiveState', '?')} ({self.unit.get('SubState', '?')})"
         ok = state == "enabled" and self.unit.get("ActiveState") == "active"
         return Verdict(ok, f"{self.params['service']} {state}, {active}")
 
     def item_6(self) -> Verdict:
+        memory, in_use, cpu = self.limits()
+        use = f" ({_size(in_use)} in use)" if in_use else ""
+        seen = [f"MemoryMax {_size(memory)}{use}" if memory else "no MemoryMax"]
+        seen.append(f"CPUQuota {cpu:g} %" if cpu else "no CPUQuota")
+        if not self.pid:
+            seen.append("no running process")
+        return Verdict(bool(memory and cpu and self.pid), f"{self.params['service']}: {', '.join(seen)}")
+
+    def limits(self) -> tuple[int, int, float]:
+        """The unit's memory limit and use (bytes) and CPU quota (% of one CPU); 0 for none. The kernel's figures
+        (the unit's cgroup) when readable, else systemd's."""
         group = self.unit.get("ControlGroup", "")
-        memory = _read(f"/sys/fs/cgroup{group}/memory.max") if group else ""
-        cpu = _read(f"/sys/fs/cgroup{group}/cpu.max") if group else ""
-        memory = memory or self.unit.get("MemoryMax", "")
-        cpu_ok = bool(cpu) and not cpu.startswith("max")
-        if not cpu:
-            cpu = self.unit.get("CPUQuotaPerSecUSec", "")
-            cpu_ok = cpu not in ("", "infinity")
-        memory_ok = memory not in ("", "max", "infinity")
-        evidence = f"memory.max {memory or '?'}, cpu.max {cpu or '?'} (cgroup {group or '?'})"
-        return Verdict(memory_ok and cpu_ok and self.pid > 0, evidence)
+        where = f"{self.cgroup_root}{group}" if group else ""
+        memory = _read(f"{where}/memory.max") if where else ""
+        in_use = _read(f"{where}/memory.current") if where else ""
+        cpu = _read(f"{where}/cpu.max") if where else ""
+        quota = _cgroup_cpu(cpu) if cpu else _systemd_cpu(self.unit.get("CPUQuotaPerSecUSec", ""))
+        return (
+            _bytes(memory or self.unit.get("MemoryMax", "")),
+            _bytes(in_use or self.unit.get("MemoryCurrent", "")),
+            quota,
+        )
 
     def item_7(self) -> Verdict:
         persistent = _truthy(self.config.get("persistent", False))
@@ -533,17 +559,19 @@ class Audit:
         if rc != 0 and out.endswith("no database"):
             return Verdict(False, f"persistent on, but no database at {db} (Flower saves on its save interval)")
         if rc != 0:
-            return Verdict(False, f"persistent on; {db} does not open with Flower's Python: {out[-200:]}")
-        opened = re.search(r"^(dbm\.\w+) (\d+)$", out, re.MULTILINE)
-        kind, keys = opened.groups() if opened else ("?", "?")
-        return Verdict(True, f"persistent on; {db} opens with Flower's Python ({kind}, {keys} keys)")
+            return Verdict(False, f"persistent on; {db} does not open with Flower's Python: {_last_line(out)}")
+        opened = re.search(r"^(dbm\.\w+) (\[.*\])$", out, re.MULTILINE)
+        kind, keys = (opened.group(1), json.loads(opened.group(2))) if opened else ("unknown dbm", [])
+        return Verdict(True, f"persistent on; {db} ({kind}) opens with Flower's Python and {_state_keys(keys)}")
 
     def item_8(self) -> Verdict:
         raw = self.config.get("max_tasks")
+        if raw is None:
+            return Verdict(False, "max_tasks is not set in Flower's configuration (Flower then keeps 100000 tasks)")
         try:
             max_tasks = int(str(raw))
         except ValueError:
-            return Verdict(False, f"max_tasks is not set in Flower's configuration (Flower's default is 100000; {raw})")
+            return Verdict(False, f"Flower's max_tasks {_shorten(raw, 40)!r} is not a number")
         need, figured_for = self.params["memory_need_bytes"] or 0, self.params["memory_need_max_tasks"] or 0
         if need <= 0 or figured_for <= 0:
             return Verdict(
@@ -560,15 +588,15 @@ class Audit:
         if not limit.isdigit():
             return Verdict(False, f"max_tasks {max_tasks}, but no MemoryMax bounds it")
         ok = max_tasks > 0 and need <= int(limit)
-        evidence = f"max_tasks {max_tasks}: a state save needs ~{need / 1048576:.0f} MiB"
-        return Verdict(ok, f"{evidence}, MemoryMax {int(limit) // 1048576} MiB")
+        return Verdict(ok, f"max_tasks {max_tasks}: a state save needs ~{_size(need)}, MemoryMax {_size(int(limit))}")
 
     def item_9(self) -> Verdict:
         problems, seen = [], []
         try:
             reply = self.client.get("/metrics", authenticated=False)
+            families = set(re.findall(r"^# TYPE (flower_\w+)", reply.text(), re.MULTILINE))
             if reply.status == 200 and "flower_" in reply.text():
-                seen.append(f"/metrics answers through nginx ({len(reply.body)} bytes)")
+                seen.append(f"/metrics answers through nginx ({len(families)} flower_ metrics)")
             else:
                 problems.append(f"/metrics answered {reply.describe()}")
         except FetchError as exc:
@@ -590,7 +618,7 @@ class Audit:
             elif mine:
                 problems.append(
                     f"Prometheus on {monitoring.get('host')} scrapes {mine[0].get('scrapeUrl')}: "
-                    f"{mine[0].get('health')} ({mine[0].get('lastError')})"
+                    f"{mine[0].get('health')} ({_shorten(mine[0].get('lastError'))})"
                 )
             else:
                 problems.append(f"Prometheus on {monitoring.get('host')} has no target for {host}{path}")
@@ -607,20 +635,22 @@ class Audit:
         where = f"{monitoring.get('rules_file')} on {monitoring.get('host')}"
         if not monitoring.get("rules_file_exists"):
             return Verdict(False, f"{where} is missing")
-        output = " ".join(str(monitoring.get("rules_check_output", "")).split())
+        output = _promtool(str(monitoring.get("rules_check_output", "")), str(monitoring.get("rules_file")))
         if monitoring.get("rules_check_rc") != 0:
-            return Verdict(False, f"promtool check rules {where}: {output[-300:]}")
+            return Verdict(False, f"promtool check rules {where} failed: {output}")
         groups = monitoring.get("rule_groups", [])
         if not groups:
-            return Verdict(False, f"{where} passes promtool ({output[-120:]}), but Prometheus has loaded no rules")
-        return Verdict(True, f"{where}: {output[-120:]}; Prometheus loaded groups {', '.join(groups)}")
+            return Verdict(False, f"{where} passes promtool ({output}), but Prometheus has loaded no rules")
+        return Verdict(True, f"{where} passes promtool ({output}); Prometheus loaded groups {', '.join(groups)}")
 
     def item_11(self) -> Verdict:
         timer = self.params["backup_timer"]
         state = self.systemctl_show(timer, "ActiveState UnitFileState TimersCalendar")
+        if not state:
+            return Verdict(False, f"systemd did not answer for {timer} (systemctl show failed)")
         if state.get("ActiveState") != "active":
             return Verdict(
-                False, f"{timer} is {state.get('ActiveState', 'missing')} ({state.get('UnitFileState', '?')})"
+                False, f"{timer} is {state.get('ActiveState')} ({state.get('UnitFileState') or 'not installed'})"
             )
         interval = self.timer_interval(state.get("TimersCalendar", ""))
         path = self.params["backup_status_file"]
@@ -655,10 +685,10 @@ class Audit:
             rc, out = self.run(["logrotate", "--debug", path])
             errors = [line for line in out.splitlines() if line.startswith("error")]
             if rc != 0 or errors:
-                problems.append(f"{path}: {'; '.join(errors) or out[-200:]}")
+                problems.append(f"{path}: {_shorten('; '.join(errors)) if errors else _last_line(out)}")
             else:
                 logs = len(re.findall(r"considering log", out))
-                seen.append(f"{path} valid ({logs} logs)")
+                seen.append(f"{path} valid (rotates {logs} log{'s' if logs != 1 else ''})")
         return Verdict(not problems, "; ".join(problems + seen))
 
     def item_13(self) -> Verdict:
@@ -925,14 +955,15 @@ def _age_seconds(stamp: object) -> float | None:
 
 
 def _judge_backup(timer: str, interval: float, path: str, status: dict) -> Verdict:
-    """Item 11 on the status file a backup run wrote (flower_backup.py's STATUS_SCHEMA)."""
+    """Item 11 on the status file a backup run wrote (flower_backup.py's STATUS_SCHEMA), summarised from its
+    fields: the archive's name, when it finished, its task count, whether it was verified."""
     archive, finished = status.get("archive"), status.get("finished")
     age = _age_seconds(finished)
     problems = []
     if not status.get("ok") or status.get("error"):
         good = status.get("last_good") or {}
-        since = f"last good: {good.get('archive')} at {good.get('finished')}" if good else "no good backup recorded"
-        problems.append(f"the last backup run failed at {finished}: {str(status.get('error'))[-300:]} ({since})")
+        since = f"last good: {good.get('archive')}, {_when(good.get('finished'))}" if good else "no good backup"
+        problems.append(f"the last backup run failed {_when(finished)}: {_shorten(status.get('error'))} ({since})")
     elif status.get("verified") is not True:
         problems.append(f"the last backup's archive {archive} was not verified after it was written")
     if age is None:
@@ -940,26 +971,117 @@ def _judge_backup(timer: str, interval: float, path: str, status: dict) -> Verdi
     elif not interval:
         problems.append(
             f"{timer}'s interval is unknown (its calendar did not parse): the backup's age "
-            f"({age / 60:.0f} min) cannot be judged"
+            f"({_duration(age)}) cannot be judged"
         )
     elif age > 2 * interval:
         problems.append(
-            f"the last backup run finished {age / 3600:.1f} h ago, more than twice {timer}'s interval "
-            f"({interval / 3600:.1f} h)"
+            f"the last backup run finished {_duration(age)} ago, more than twice {timer}'s interval "
+            f"({_duration(interval)})"
         )
     checked = status.get("last_verify") or {}  # a later `flower-backup verify` of this archive
     if checked.get("archive") == archive and checked.get("ok") is False:
-        problems.append(f"{archive} failed flower-backup verify at {checked.get('finished')}: {checked.get('error')}")
+        problems.append(
+            f"{archive} failed flower-backup verify {_when(checked.get('finished'))}: {_shorten(checked.get('error'))}"
+        )
     if problems:
         return Verdict(False, f"{timer} active; " + "; ".join(problems))
-    copied = status.get("files")
-    files = ", ".join(str(name) for name in copied) if isinstance(copied, list) and copied else "?"
     return Verdict(
         True,
-        f"{timer} active (interval {interval / 60:.0f} min); {path}: the last backup finished {finished}, "
-        f"{age / 60:.0f} min ago: {archive}, {status.get('tasks')} tasks, verified, sha256 "
-        f"{str(status.get('sha256'))[:12]}..., from {files}",
+        f"{timer} active (every {_duration(interval)}); last backup {archive}, finished {_when(finished)}: "
+        f"{status.get('tasks')} tasks, verified",
     )
+
+
+def _when(stamp: object) -> str:
+    """A status file's UTC time for an operator: 2026-03-01 04:00 UTC (25 min ago)."""
+    age = _age_seconds(stamp)
+    if age is None:
+        return f"at {stamp!r}"
+    moment = datetime.fromtimestamp(time.time() - age, tz=timezone.utc)
+    return f"{moment:%Y-%m-%d %H:%M} UTC ({_duration(age)} ago)"
+
+
+def _duration(seconds: float) -> str:
+    """45 s, 25 min, 3.0 h, 2.5 days."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def _size(count: int) -> str:
+    """Bytes in binary units, as systemd takes them: 384 MiB, 1.5 GiB, 512 B."""
+    value, units = float(count), ["B", "KiB", "MiB", "GiB", "TiB"]
+    while value >= 1024 and len(units) > 1:
+        value, units = value / 1024, units[1:]
+    text = f"{value:.1f}" if value < 10 else f"{value:.0f}"
+    return f"{text[:-2] if text.endswith('.0') else text} {units[0]}"
+
+
+def _bytes(value: str) -> int:
+    """A memory figure of cgroup or systemd: bytes, or 0 for none (max, infinity, [not set], the unsigned -1)."""
+    value = value.strip()
+    return int(value) if value.isdigit() and int(value) < 1 << 63 else 0
+
+
+def _cgroup_cpu(line: str) -> float:
+    """cgroup v2 cpu.max ("50000 100000": quota and period in us) as % of one CPU; 0 for none ("max 100000")."""
+    quota, _sep, period = line.partition(" ")
+    if not quota.isdigit() or not period.strip().isdigit() or not int(period):
+        return 0.0
+    return round(100 * int(quota) / int(period), 1)
+
+
+def _systemd_cpu(span: str) -> float:
+    """systemd's CPUQuotaPerSecUSec (500ms, 1.500000s, infinity) as % of one CPU; 0 for none."""
+    scale = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "min": 60.0}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(us|ms|min|s)\b", span)
+    return round(100 * sum(float(number) * scale[unit] for number, unit in parts), 1)
+
+
+def _shorten(text: object, limit: int = SNIPPET) -> str:
+    """Text on one line; when longer than limit, its first and last words around an ellipsis (an error says what
+    failed first and why last), cut between words - inside a word only when one word is longer than half."""
+    line = " ".join(str(text).split())
+    if len(line) <= limit:
+        return line
+    half = (limit - 3) // 2
+    head, tail = line[:half], line[-half:]
+    if " " in head[1:]:
+        head = head.rsplit(" ", 1)[0] if line[half] != " " else head
+    if " " in tail[:-1]:
+        tail = tail.split(" ", 1)[1] if line[-half - 1] != " " else tail
+    return f"{head.rstrip()} … {tail.lstrip()}"
+
+
+def _last_line(output: str) -> str:
+    """The last non-empty line of a command's output (where an error or a traceback says what went wrong)."""
+    lines = [line for line in output.splitlines() if line.strip()]
+    return _shorten(lines[-1]) if lines else ""
+
+
+def _promtool(output: str, rules_file: str) -> str:
+    """`promtool check rules` output, summarised: "4 rules found", or its error lines without the file's name."""
+    found = re.search(r"SUCCESS: (\d+) rules found", output)
+    if found:
+        return f"{found.group(1)} rules found"
+    lines = [line.strip() for line in output.splitlines() if line.strip() and not line.startswith("Checking ")]
+    named = f"{rules_file}: "
+    detail = " ".join(line[len(named) :] if line.startswith(named) else line for line in lines if line != "FAILED:")
+    return _shorten(detail) or "no output"
+
+
+def _state_keys(keys: list[str]) -> str:
+    """What the database's keys say to an operator: whether it holds the state Flower saves."""
+    if not keys:
+        return "is empty (Flower has not saved its state there)"
+    shown = ", ".join(keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+    if all(key in keys for key in FLOWER_STATE_KEYS):
+        return f"holds Flower's saved state ({shown})"
+    return f"holds no state Flower saved (its keys: {shown}; Flower saves {', '.join(FLOWER_STATE_KEYS)})"
 
 
 def _read(path: str, limit: int = 4096) -> str:
@@ -978,10 +1100,12 @@ def audit(module: AnsibleModule, waivers: dict[int, str]) -> list[dict[str, obje
         try:
             verdict = check()
         except (OSError, ValueError, KeyError, TypeError, IndexError, ssl.SSLError) as exc:
-            verdict = Verdict(False, f"could not be observed: {type(exc).__name__}: {exc}")
+            verdict = Verdict(False, f"could not be observed: {type(exc).__name__}: {_shorten(exc)}")
         status = WAIVED if number in waivers else (PASS if verdict.ok else FAIL)
+        # One line (the table's evidence column), of a length an operator reads.
+        evidence = _shorten(verdict.evidence, MAX_EVIDENCE)
         results[number] = dict(
-            id=number, name=NAMES[number], status=status, evidence=verdict.evidence, waiver=waivers.get(number, "")
+            id=number, name=NAMES[number], status=status, evidence=evidence, waiver=waivers.get(number, "")
         )
     return [results[number] for number in sorted(results)]
 

@@ -13,6 +13,7 @@ import datetime
 import dbm.dumb
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -194,15 +195,17 @@ def test_item_7_asks_flowers_python_which_files_the_database_is(checklist: Modul
     backend - one file (gdbm, as the role installs), or .dat/.dir/.bak (dumb)."""
     saved = live_source(tmp_path, tasks=2)  # a real state saved with shelve, as Flower saves it
     verdict = auditor(checklist, {"persistent": True, "db": str(saved)}, {}).item_7()
-    assert verdict.ok and f"persistent on; {saved} opens with Flower's Python (dbm." in verdict.evidence
-    assert verdict.evidence.endswith(", 2 keys)")
+    assert verdict.ok and f"persistent on; {saved} (dbm." in verdict.evidence, verdict.evidence
+    # The two keys Flower saves its state under, named rather than counted.
+    assert "opens with Flower's Python and holds Flower's saved state (counter, events)" in verdict.evidence
     dumb = tmp_path / "dumb" / "flower.db"
     dumb.parent.mkdir()
     with dbm.dumb.open(str(dumb), "c") as db:
         db[b"events"] = b"x"
     assert not dumb.exists() and (dumb.parent / "flower.db.dat").exists()
     verdict = auditor(checklist, {"persistent": "True", "db": str(dumb)}, {}).item_7()
-    assert verdict.ok and "(dbm.dumb, 1 keys)" in verdict.evidence, verdict.evidence
+    assert verdict.ok and f"{dumb} (dbm.dumb) opens" in verdict.evidence, verdict.evidence
+    assert "holds no state Flower saved (its keys: events;" in verdict.evidence
     missing = auditor(checklist, {"persistent": True, "db": str(tmp_path / "none.db")}, {}).item_7()
     assert not missing.ok and f"no database at {tmp_path / 'none.db'}" in missing.evidence
     garbage = tmp_path / "garbage.db"
@@ -244,9 +247,11 @@ def test_item_11_passes_a_fresh_verified_backup(checklist: ModuleType, backed_up
     verdict = judge(checklist, backed_up)
     assert verdict.ok, verdict.evidence
     status = json.loads(Path(json.loads(backed_up.read_text())["status_file"]).read_text())
-    assert f"{TIMER} active (interval 60 min)" in verdict.evidence
-    assert f"{status['archive']}, 5 tasks, verified, sha256 {status['sha256'][:12]}" in verdict.evidence
-    assert status["files"][0] in verdict.evidence
+    assert f"{TIMER} active (every 60 min)" in verdict.evidence
+    assert f"last backup {status['archive']}, finished " in verdict.evidence
+    assert verdict.evidence.endswith(" ago): 5 tasks, verified"), verdict.evidence
+    # Summarised for an operator: no path of the status file, no hash.
+    assert status["sha256"][:12] not in verdict.evidence and "status.json" not in verdict.evidence
 
 
 def test_item_11_fails_a_failed_run_naming_the_last_good_one(checklist: ModuleType, backed_up: Path) -> None:
@@ -257,8 +262,8 @@ def test_item_11_fails_a_failed_run_naming_the_last_good_one(checklist: ModuleTy
     assert run_tool(backed_up, "backup").returncode == 1
     verdict = judge(checklist, backed_up)
     assert not verdict.ok
-    assert "the last backup run failed at" in verdict.evidence and "no database at" in verdict.evidence
-    assert f"last good: {good['archive']} at {good['finished']}" in verdict.evidence
+    assert "the last backup run failed 20" in verdict.evidence and "no database at" in verdict.evidence
+    assert f"last good: {good['archive']}, {good['finished'][:10]} " in verdict.evidence
 
 
 def test_item_11_fails_an_archive_a_later_verify_refused(checklist: ModuleType, backed_up: Path) -> None:
@@ -267,7 +272,8 @@ def test_item_11_fails_an_archive_a_later_verify_refused(checklist: ModuleType, 
     archive.write_bytes(archive.read_bytes() + b"\0")
     assert run_tool(backed_up, "verify").returncode == 1
     verdict = judge(checklist, backed_up)
-    assert not verdict.ok and f"{status['archive']} failed flower-backup verify at" in verdict.evidence
+    assert not verdict.ok and f"{status['archive']} failed flower-backup verify 20" in verdict.evidence
+    assert "does not match the manifest" in verdict.evidence  # the cause, at the end of the tool's message
 
 
 def test_item_11_fails_a_backup_older_than_twice_the_interval(checklist: ModuleType, backed_up: Path) -> None:
@@ -275,7 +281,7 @@ def test_item_11_fails_a_backup_older_than_twice_the_interval(checklist: ModuleT
     rewrite_status(backed_up, finished=three_hours_ago.isoformat(timespec="seconds"))
     verdict = judge(checklist, backed_up)
     assert not verdict.ok
-    assert f"the last backup run finished 3.0 h ago, more than twice {TIMER}'s interval (1.0 h)" in verdict.evidence
+    assert f"the last backup run finished 3.0 h ago, more than twice {TIMER}'s interval (60 min)" in verdict.evidence
     assert judge(checklist, backed_up, interval=2 * HOUR).ok
     unknown = judge(checklist, backed_up, interval=0)
     assert not unknown.ok and "interval is unknown" in unknown.evidence
@@ -287,7 +293,7 @@ def test_item_11_fails_a_backup_older_than_twice_the_interval(checklist: ModuleT
         ({"verified": False}, "was not verified after it was written"),
         ({"schema": 2}, "has schema 2, this audit reads 1"),
         ({"finished": "yesterday"}, "has no UTC finished time ('yesterday')"),
-        ({"ok": True, "error": "disk on fire"}, "the last backup run failed at"),
+        ({"ok": True, "error": "disk on fire"}, "the last backup run failed 20"),
     ],
 )
 def test_item_11_fails_a_status_that_does_not_say_all_is_well(
@@ -382,3 +388,115 @@ def test_managed_rules_from_anywhere_admit_any_source(checklist: ModuleType) -> 
     wide = UFW_STATUS.replace("192.0.2.0/24               # flowerops proxy", "Anywhere  # flowerops proxy")
     extra = "443/tcp                    ALLOW IN    203.0.113.0/24\n"
     assert checklist._wider_than_managed(ufw_rules(checklist, wide + extra), "flowerops") == []
+
+
+# --- evidence an operator reads (issue 19) --------------------------------------------------------------------------
+
+# Words no evidence text of the module's own has: a fragment of one (RAVO, CHARL) in evidence is text cut mid-word.
+WORDS = ["ALFA", "BRAVO", "CHARLIE", "DELTA", "ECHO", "FOXTROT", "GOLF", "HOTEL", "INDIA", "JULIETT", "KILO", "LIMA",
+         "MIKE", "NOVEMBER", "OSCAR", "PAPA", "QUEBEC", "ROMEO", "SIERRA", "TANGO", "UNIFORM", "VICTOR", "WHISKEY",
+         "XRAY", "YANKEE", "ZULU", "ENOSPC"]  # fmt: skip
+LONG_TEXT = " ".join(WORDS[n % 26] for n in range(97)) + " ENOSPC"  # 700 characters, the cause last
+SANE = 600  # characters an operator reads on one line of a table
+
+
+def cut_words(evidence: str) -> list[str]:
+    """Capitalised tokens of the evidence that are fragments of WORDS, not whole ones."""
+    tokens = [token.strip("()[],;:.'\"") for token in evidence.split()]
+    return [t for t in tokens if t.isalpha() and t not in WORDS and any(t in word for word in WORDS)]
+
+
+def test_item_11_a_long_error_is_cut_between_words(checklist: ModuleType, backed_up: Path) -> None:
+    rewrite_status(backed_up, ok=False, error=f"no good copy after 3 attempts: {LONG_TEXT}")
+    verdict = judge(checklist, backed_up)
+    assert not verdict.ok
+    assert cut_words(verdict.evidence) == [], verdict.evidence
+    assert "no good copy after 3 attempts" in verdict.evidence and "ENOSPC" in verdict.evidence  # what, and why
+    assert " … " in verdict.evidence and len(verdict.evidence) <= SANE, verdict.evidence
+
+
+def test_item_10_summarises_promtool(checklist: ModuleType) -> None:
+    rules = "/etc/prometheus/rules/flower.yml"
+    seen = {"host": "mon1", "rules_file": rules, "rules_file_exists": True, "rule_groups": ["flower"]}
+    failed = {**seen, "rules_check_rc": 1, "rules_check_output": f"Checking {rules}\n  FAILED:\n{rules}: {LONG_TEXT}\n"}
+    verdict = auditor(checklist, {}, {}, monitoring=failed).item_10()
+    assert not verdict.ok and cut_words(verdict.evidence) == [], verdict.evidence
+    assert "ENOSPC" in verdict.evidence and len(verdict.evidence) <= SANE
+    passed = {**seen, "rules_check_rc": 0, "rules_check_output": f"Checking {rules}\n  SUCCESS: 4 rules found\n\n"}
+    verdict = auditor(checklist, {}, {}, monitoring=passed).item_10()
+    # promtool's "Checking <file>" line does not repeat the file the evidence names.
+    assert verdict.ok and verdict.evidence.count(rules) == 1 and "4 rules found" in verdict.evidence
+
+
+def size_in_bytes(evidence: str, name: str) -> float:
+    """The figure after `name`, with its binary unit, in bytes."""
+    match = re.search(rf"{name} ([0-9.]+) (B|KiB|MiB|GiB)\b", evidence)
+    assert match, f"no {name} with a unit in {evidence!r}"
+    return float(match.group(1)) * 1024 ** ["B", "KiB", "MiB", "GiB"].index(match.group(2))
+
+
+def cpu_percent(evidence: str) -> float:
+    match = re.search(r"CPUQuota ([0-9.]+) %", evidence)
+    assert match, f"no CPUQuota in % in {evidence!r}"
+    return float(match.group(1))
+
+
+def limited(checklist: ModuleType, unit: dict[str, str], cgroup: dict[str, str] | None, root: Path) -> Any:
+    """Item 6 of a running unit, with its cgroup's files (None: no cgroup files, systemd's figures only)."""
+    group = "/docker/5f3c0ffee/system.slice/flower.service"  # a container's cgroup: no help to an operator
+    audit = auditor(checklist, {}, {"ControlGroup": group, **unit}, service="flower.service")
+    audit.pid, audit.cgroup_root = os.getpid(), str(root)
+    if cgroup is not None:
+        (root / group.lstrip("/")).mkdir(parents=True)
+        for name, value in cgroup.items():
+            (root / group.lstrip("/") / name).write_text(value + "\n")
+    return audit.item_6()
+
+
+def test_item_6_from_systemd_in_units_without_the_cgroup(checklist: ModuleType, tmp_path: Path) -> None:
+    unit = {"MemoryMax": "402653184", "MemoryCurrent": "[not set]", "CPUQuotaPerSecUSec": "500ms"}
+    verdict = limited(checklist, unit, None, tmp_path)
+    assert verdict.ok, verdict.evidence
+    assert size_in_bytes(verdict.evidence, "MemoryMax") == 402653184 and cpu_percent(verdict.evidence) == 50
+    assert "/docker/" not in verdict.evidence and "cgroup" not in verdict.evidence
+    assert not re.search(r"\d{4,}", verdict.evidence), verdict.evidence  # no raw byte count
+
+
+def test_item_6_from_the_kernel_in_units(checklist: ModuleType, tmp_path: Path) -> None:
+    """The cgroup's figures win over systemd's (they are what the kernel enforces)."""
+    unit = {"MemoryMax": "infinity", "CPUQuotaPerSecUSec": "infinity"}
+    cgroup = {"memory.max": "1610612736", "memory.current": "100663296", "cpu.max": "150000 100000"}
+    verdict = limited(checklist, unit, cgroup, tmp_path)
+    assert verdict.ok, verdict.evidence
+    assert size_in_bytes(verdict.evidence, "MemoryMax") == 1610612736 and cpu_percent(verdict.evidence) == 150
+    assert "96 MiB in use" in verdict.evidence
+    assert "/docker/" not in verdict.evidence and not re.search(r"\d{4,}", verdict.evidence)
+
+
+def test_item_6_without_limits_says_which_is_missing(checklist: ModuleType, tmp_path: Path) -> None:
+    unit = {"MemoryMax": "infinity", "CPUQuotaPerSecUSec": "infinity"}
+    verdict = limited(checklist, unit, {"memory.max": "max", "cpu.max": "max 100000"}, tmp_path)
+    assert not verdict.ok
+    assert "no MemoryMax" in verdict.evidence and "no CPUQuota" in verdict.evidence, verdict.evidence
+    assert "max 100000" not in verdict.evidence and "/docker/" not in verdict.evidence
+
+
+def test_every_evidence_is_one_sane_line_of_whole_words(
+    audit: Callable[..., ModuleRun], real_flower: RealFlower
+) -> None:
+    """The whole module, on a real Flower and a monitoring host whose promtool and Prometheus say a lot."""
+    rules = "/etc/prometheus/rules/flower.yml"
+    target = {"labels": {"job": "flower", "instance": "127.0.0.1"}, "health": "down", "lastError": LONG_TEXT,
+              "scrapeUrl": f"{real_flower.url.rstrip('/')}/metrics"}  # fmt: skip
+    monitoring = {"host": "mon1", "targets": [target], "rules_file": rules, "rules_file_exists": True,
+                  "rules_check_rc": 1, "rules_check_output": f"Checking {rules}\n  FAILED:\n{rules}: {LONG_TEXT}\n",
+                  "rule_groups": []}  # fmt: skip
+    run = audit(url=real_flower.url, ca_path=str(real_flower.ca), burst_max=1, monitoring=monitoring)
+    found = items(run)
+    assert found[9]["status"] == "FAIL" and found[10]["status"] == "FAIL", json.dumps(found, indent=1)
+    for number, item in found.items():
+        evidence = item["evidence"]
+        assert evidence and "\n" not in evidence and len(evidence) <= SANE, (number, evidence)
+        assert cut_words(evidence) == [], (number, evidence)
+        assert not re.search(r'[{}]|"\w+": ', evidence), (number, evidence)  # no slice of raw JSON
+        assert not re.search(r"\b\d{4,} bytes\b", evidence), (number, evidence)  # sizes in units
