@@ -31,6 +31,10 @@ description:
   - C(events) - events are flowing, that is the newest worker heartbeat Flower received (C(/workers?json=1),
     stamped with Flower's clock) is at most O(max_event_age) seconds old. This catches a Flower that lost its event
     stream, for instance while it waits to reconnect to the broker.
+  - When a worker stops cleanly it sends C(worker-offline), and Flower then drops that worker's heartbeat times.
+    With no worker online, C(events) says so, names the workers that went offline and when Flower last saw one
+    (its newest broker inspection answer), and fails unless O(min_workers) is C(0). It reports that Flower has
+    received no worker heartbeat only when no worker sent one since Flower started.
   - C(latency) - with O(max_latency_ms), C(/healthcheck) answered within that many milliseconds.
   - C(tls) - for C(https) URLs and O(cert_min_days) above 0, the server certificate is valid for at least that many
     more days.
@@ -78,7 +82,7 @@ options:
   min_workers:
     description:
       - How many workers must be online. With C(0) no worker is required, and the C(events) check passes while no
-        worker has sent a heartbeat.
+        worker is online (none has sent a heartbeat, or all went offline).
     type: int
     default: 1
   require_auth:
@@ -298,6 +302,7 @@ class Inspection(NamedTuple):
 
     known: list[str]  # every worker Flower lists, from this inspection or its cache
     online: list[str]  # those whose inspection timestamp is no older than this request
+    seen: dict[str, float]  # each worker's newest inspection answer (Flower's clock), fresh or cached
 
 
 class Events(NamedTuple):
@@ -325,14 +330,19 @@ def inspect_workers(client: FlowerClient) -> tuple[Inspection | None, str]:
         data = None
     if not isinstance(data, dict):
         return None, f"/api/workers did not answer a JSON object: {reply.describe()}"
+    seen = {str(name): stamp for name, info in data.items() if (stamp := _inspected_at(info)) is not None}
     fresh_after = reply.server_time() - INSPECT_SLACK
-    online = [str(name) for name, info in data.items() if _inspected_since(info, fresh_after)]
-    return Inspection([str(name) for name in data], online), ""
+    online = [name for name, stamp in seen.items() if stamp >= fresh_after]
+    return Inspection([str(name) for name in data], online, seen), ""
 
 
-def _inspected_since(info: object, fresh_after: float) -> bool:
+def _inspected_at(info: object) -> float | None:
     stamp = info.get("timestamp") if isinstance(info, dict) else None
-    return isinstance(stamp, (int, float)) and stamp >= fresh_after
+    return float(stamp) if _is_number(stamp) else None
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def fetch_events(client: FlowerClient) -> Events:
@@ -367,6 +377,20 @@ def merge_workers(events: Events | None, inspections: list[Inspection]) -> dict[
         for name in inspection.online:
             workers[name]["online"] = True
     return workers
+
+
+def went_offline(events: Events) -> list[str]:
+    """Workers whose clean stop (worker-offline) Flower received and that sent no heartbeat since: Celery's events
+    State empties a worker's heartbeats on worker-offline, and Flower counts each worker's events by type."""
+    return sorted(
+        str(row["hostname"]) for row in events.rows if _as_int(row.get("worker-offline")) and not row.get("heartbeats")
+    )
+
+
+def last_seen(inspections: list[Inspection], names: list[str]) -> float | None:
+    """The newest inspection answer of any of these workers, the last moment Flower knew one was alive."""
+    stamps = [inspection.seen[name] for inspection in inspections for name in names if name in inspection.seen]
+    return max(stamps, default=None)
 
 
 def count_online(workers: dict[str, dict[str, object]]) -> int:
@@ -463,22 +487,29 @@ class Attempt:
         return verdict("workers", online >= required, detail)
 
     def check_events(self) -> Check:
-        reply, rows, error = self.worker_events()
-        if reply is None or error:
-            return verdict("events", False, error)
-        beats = [
-            beat
-            for row in rows
-            for beat in (row.get("heartbeats") or [])
-            if isinstance(beat, (int, float)) and not isinstance(beat, bool)
-        ]
+        events = self.worker_events()
+        if events.reply is None or events.error:
+            return verdict("events", False, events.error)
+        beats = [beat for row in events.rows for beat in (row.get("heartbeats") or []) if _is_number(beat)]
         limit = self.params["max_event_age"]
-        if not beats:
-            if self.params["min_workers"] == 0:
-                return verdict("events", True, "no worker has sent a heartbeat, and none is required")
-            return verdict("events", False, "Flower has received no worker heartbeat")
-        age = max(0.0, reply.server_time() - max(beats))
-        return verdict("events", age <= limit, f"newest worker heartbeat is {age:.0f} s old (max {limit} s)")
+        if beats:
+            age = max(0.0, events.reply.server_time() - max(beats))
+            return verdict("events", age <= limit, f"newest worker heartbeat is {age:.0f} s old (max {limit} s)")
+        none_required = self.params["min_workers"] == 0
+        stopped = went_offline(events)
+        if stopped:
+            detail = "no worker online" + (", and none is required: " if none_required else ": ")
+            return verdict("events", none_required, detail + self._offline_detail(events.reply, stopped))
+        if none_required:
+            return verdict("events", True, "no worker has sent a heartbeat, and none is required")
+        return verdict("events", False, "Flower has received no worker heartbeat")
+
+    def _offline_detail(self, reply: Reply, stopped: list[str]) -> str:
+        detail = ", ".join(stopped) + " went offline"
+        seen = last_seen(self.inspections, stopped)
+        if seen is not None:
+            detail += f", last seen {max(0.0, reply.server_time() - seen):.0f} s ago"
+        return detail + " (Flower drops a stopped worker's heartbeats)"
 
     def check_latency(self) -> Check:
         limit = self.params["max_latency_ms"]

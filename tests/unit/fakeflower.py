@@ -2,7 +2,8 @@
 
 Shapes and status codes are those measured on a real Flower 2.2.0: `/healthcheck` answers a fixed `OK`,
 `/api/workers` a JSON object of workers with the `timestamp` of their last broker inspection, `/workers?json=1`
-`{"data": [...]}` with each worker's `heartbeats` (Flower's clock), and both answer 401 without credentials.
+`{"data": [...]}` with each worker's `heartbeats` (Flower's clock, emptied by a clean stop's worker-offline) and
+Flower's counts of its events by type, and both answer 401 without credentials.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from urllib.parse import urlsplit
 class FakeWorker:
     inspected_ago: float = 0.0  # seconds since the worker last answered a broker inspection
     heartbeat_ago: float | None = 1.0  # seconds since its newest heartbeat; None: never sent one
+    offline: bool = False  # stopped cleanly: Flower got its worker-offline and emptied its heartbeats
     active: int = 0
     processed: int = 7
     sw_ver: str = "5.7.0"
@@ -106,18 +108,25 @@ class Handler(BaseHTTPRequestHandler):
         }
 
     def event_workers(self) -> list[dict[str, object]]:
-        now = time.time()
-        return [
-            {
-                "hostname": name,
-                "heartbeats": [] if worker.heartbeat_ago is None else [now - worker.heartbeat_ago],
-                "active": worker.active,
-                "processed": worker.processed,
-                "sw_ver": worker.sw_ver,
-                "status": worker.heartbeat_ago is not None and worker.heartbeat_ago < 4,
-            }
-            for name, worker in self.server.behaviour.workers.items()
-        ]
+        return [self.event_row(name, worker) for name, worker in self.server.behaviour.workers.items()]
+
+    @staticmethod
+    def event_row(name: str, worker: FakeWorker) -> dict[str, object]:
+        """Flower's row: its counts of the worker's events by type, then Celery's Worker fields, then `status`."""
+        counts = {"worker-heartbeat": 3} if worker.heartbeat_ago is not None else {}
+        if worker.offline:
+            counts["worker-offline"] = 1
+        ago = None if worker.offline else worker.heartbeat_ago
+        beats = [] if ago is None else [time.time() - ago]
+        return {
+            **counts,
+            "hostname": name,
+            "heartbeats": beats,
+            "active": worker.active,
+            "processed": worker.processed,
+            "sw_ver": worker.sw_ver,
+            "status": ago is not None and ago < 4,
+        }
 
     def reply(self, status: int, content_type: str, body: str) -> None:
         data = body.encode()

@@ -188,19 +188,31 @@ def test_unauthenticated_api_fails_require_auth(real_flower: RealFlower, run_mod
     assert "authentication is not enforced" in run.checks["auth"]["detail"]
 
 
-def test_broker_down_shows_although_healthcheck_says_ok(private_stack: Stack, run_module: Run) -> None:
+PRIVATE_AUTH = ("ops-user", "ops-Pw-7")  # no_log masks the password wherever it appears: keep it distinctive
+
+
+def start_private_flower(stack: Stack) -> str:
+    """Redis, a worker and Flower (plain HTTP, basic auth PRIVATE_AUTH) in `stack`; Flower's URL once it sees the
+    worker's heartbeats."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    private_stack.start_redis()
-    private_stack.start_worker()
-    auth = ("ops-user", "ops-Pw-7")  # no_log masks the password wherever it appears: keep it distinctive
-    private_stack.start_flower("flower", ["--address=127.0.0.1", f"--port={port}", "--basic_auth=" + ":".join(auth)])
+    stack.start_redis()
+    stack.start_worker()
+    stack.start_flower("flower", ["--address=127.0.0.1", f"--port={port}", "--basic_auth=" + ":".join(PRIVATE_AUTH)])
     wait_for(
         "Flower seeing the worker",
-        lambda: flower_sees_live_worker(lambda: fetch_json(url + "/workers?json=1", auth)),
-        logs=private_stack.directory,
+        lambda: flower_sees_live_worker(lambda: fetch_json(url + "/workers?json=1", PRIVATE_AUTH)),
+        logs=stack.directory,
     )
-    args = {"url": url, "username": auth[0], "password": auth[1], "max_event_age": 3, "timeout": 20}
+    return url
+
+
+def private_args(url: str, **overrides: object) -> dict[str, object]:
+    return {"url": url, "username": PRIVATE_AUTH[0], "password": PRIVATE_AUTH[1], "timeout": 20, **overrides}
+
+
+def test_broker_down_shows_although_healthcheck_says_ok(private_stack: Stack, run_module: Run) -> None:
+    args = private_args(start_private_flower(private_stack), max_event_age=3)
     assert_healthy(run_module(**args))
 
     private_stack.stop("redis")
@@ -213,6 +225,35 @@ def test_broker_down_shows_although_healthcheck_says_ok(private_stack: Stack, ru
     assert run.checks["api"]["ok"]  # Flower answers /api/workers from its cache...
     assert run.result["workers"]["w1@flowerops-test"]["online"] is False  # ...but the worker did not answer
     assert run.result["workers_online"] == 0
+
+
+def flower_got_worker_offline(url: str) -> bool:
+    rows = fetch_json(url + "/workers?json=1", PRIVATE_AUTH)["data"]  # type: ignore[index]
+    return any(row.get("worker-offline") for row in rows)
+
+
+def test_clean_worker_stop_says_no_worker_online(private_stack: Stack, run_module: Run) -> None:
+    # A worker that stops cleanly sends worker-offline, and Flower (Celery's events State) then empties that
+    # worker's heartbeats: Flower did receive heartbeats, up to a moment ago.
+    url = start_private_flower(private_stack)
+    assert_healthy(run_module(**private_args(url, max_event_age=10)))  # the worker answers an inspection now
+
+    private_stack.stop("worker")  # SIGTERM: a warm shutdown, which sends worker-offline
+    wait_for("Flower to receive worker-offline", lambda: flower_got_worker_offline(url), timeout=10)
+    time.sleep(2)  # past the 2 s the workers check allows a cached inspection (the healthy run's)
+    run = run_module(**private_args(url, max_event_age=10))
+
+    assert_unhealthy(run, "workers", "events")
+    detail = run.checks["events"]["detail"]
+    assert "received no worker heartbeat" not in detail
+    found = re.fullmatch(r"no worker online: w1@flowerops-test went offline, last seen (\d+) s ago \(.+\)", detail)
+    assert found, detail
+    assert int(found.group(1)) <= 10  # the healthy run's inspection, a few seconds before
+
+    run = run_module(**private_args(url, max_event_age=10, min_workers=0))
+
+    assert_healthy(run)
+    assert run.checks["events"]["detail"].startswith("no worker online, and none is required: w1@flowerops-test went")
 
 
 # --- stdlib servers that answer like Flower -----------------------------------------------------------------------
@@ -254,6 +295,27 @@ def test_blind_flower_fails_only_events(run_module: Run) -> None:
 
     assert_unhealthy(run, "events")
     assert run.result["workers_online"] == 1
+
+
+def test_workers_stopped_cleanly_are_named_with_when_last_seen(run_module: Run) -> None:
+    stopped = {"celery@a": FakeWorker(inspected_ago=30, offline=True), "celery@b": FakeWorker(90, offline=True)}
+    with FakeFlowerServer(Behaviour(workers=stopped)) as server:
+        run = run_module(**fake_args(server, min_workers=0))
+
+    assert_healthy(run)
+    assert re.fullmatch(
+        r"no worker online, and none is required: celery@a, celery@b went offline, last seen (29|30) s ago \(.+\)",
+        run.checks["events"]["detail"],
+    ), run.checks["events"]["detail"]
+
+
+def test_worker_that_never_sent_a_heartbeat(run_module: Run) -> None:
+    # Online (it answers the inspection) but Flower got no heartbeat from it: events are not flowing.
+    with FakeFlowerServer(Behaviour(workers={"celery@a": FakeWorker(heartbeat_ago=None)})) as server:
+        run = run_module(**fake_args(server))
+
+    assert_unhealthy(run, "events")
+    assert run.checks["events"]["detail"] == "Flower has received no worker heartbeat"
 
 
 def test_no_workers_needed_and_none_seen(run_module: Run) -> None:
