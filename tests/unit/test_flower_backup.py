@@ -18,7 +18,9 @@ import hashlib
 import importlib.util
 import io
 import json
+import os
 import pickle
+import re
 import shelve
 import signal
 import subprocess
@@ -147,9 +149,10 @@ def files_of(directory: Path) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in sorted(directory.iterdir())}
 
 
-def plant_archive(tool: ModuleType, backup_dir: Path, db: Path, tasks: int, key: bytes) -> str:
+def plant_archive(
+    tool: ModuleType, backup_dir: Path, db: Path, tasks: int, key: bytes, name: str = "flower-29990101T000000Z.tar.gz"
+) -> str:
     """An archive of `db` with a manifest whose sha256 matches, signed with `key` (an attacker's, or a leaked one)."""
-    name = "flower-29990101T000000Z.tar.gz"
     archive = backup_dir / name
     files = tool.dbm_files(db)
     with tarfile.open(archive, "w:gz") as tar:
@@ -163,7 +166,7 @@ def plant_archive(tool: ModuleType, backup_dir: Path, db: Path, tasks: int, key:
         "files": [file.name for file in files],
         "created": "2999-01-01T00:00:00",
     }
-    (backup_dir / "flower-29990101T000000Z.json").write_text(json.dumps(tool.sign_manifest(manifest, key)))
+    (backup_dir / name.replace(".tar.gz", ".json")).write_text(json.dumps(tool.sign_manifest(manifest, key)))
     return name
 
 
@@ -393,3 +396,124 @@ def test_settings_without_a_status_file_are_refused(tmp_path: Path) -> None:
     assert result.returncode == 1 and "unusable: KeyError: 'status_file'" in result.stderr
     assert "Traceback" not in result.stderr
     assert not archive_names(config)
+
+
+# --- what an operator on call reads: the copy's age, the list of backups, the restore's leftovers ------------------
+
+
+def test_a_backup_says_how_old_the_save_it_copied_is(tmp_path: Path) -> None:
+    """A backup copies Flower's last save, not its memory: it says how old that save is and how often Flower saves."""
+    source = live_source(tmp_path, tasks=3)
+    saved = time.time() - 90
+    for file in source.parent.iterdir():
+        os.utime(file, (saved, saved))
+    config = write_config(tmp_path, source, flower_save_interval=60)
+    backed = run_tool(config, "backup")
+    assert backed.returncode == 0, backed.stderr
+    age = re.search(r"copied Flower's last save, (\d+) s old \(saved ([^)]+)\); Flower saves every 60 s", backed.stdout)
+    assert age, backed.stdout
+    assert 90 <= int(age[1]) <= 100
+    assert datetime.fromisoformat(age[2]) == datetime.fromtimestamp(int(saved), UTC)
+    manifest = json.loads(next((tmp_path / "backups").glob("flower-*.json")).read_text())
+    assert manifest["saved"] == age[2], "the manifest does not record which save the archive holds"
+
+
+def list_rows(stdout: str) -> list[list[str]]:
+    """The table `list` prints, split into columns on runs of two spaces (the header first)."""
+    lines = stdout.splitlines()
+    assert lines[-1].split(" archive(s) in ")[0].isdigit(), stdout
+    return [re.split(r"\s{2,}", line.strip()) for line in lines[:-1]]
+
+
+def size_of(path: Path) -> str:
+    size = path.stat().st_size
+    return f"{size} B" if size < 1024 else f"{size / 1024:.1f} KiB"
+
+
+def test_list_shows_every_archive_newest_first_with_its_tasks_size_and_verification(
+    tool: ModuleType, tmp_path: Path
+) -> None:
+    source = live_source(tmp_path, tasks=6)
+    config = write_config(tmp_path, source)
+    backups = tmp_path / "backups"
+    assert run_tool(config, "backup").returncode == 0
+    [newest] = archive_names(config)
+    small = tmp_path / "small" / SOURCE_NAME
+    small.parent.mkdir()
+    save_as_flower(flower_state(tasks=2), small)
+    signed = plant_archive(tool, backups, small, tasks=2, key=KEY, name="flower-20200102T030405Z.tar.gz")
+    altered = plant_archive(tool, backups, small, tasks=2, key=KEY, name="flower-20200101T000000Z.tar.gz")
+    (backups / altered).write_bytes((backups / altered).read_bytes() + b"\0")
+    foreign = plant_archive(tool, backups, small, tasks=2, key=b"a" * 64, name="flower-20190101T000000Z.tar.gz")
+    listed = run_tool(config, "list")
+    assert listed.returncode == 0, listed.stderr
+    header, *rows = list_rows(listed.stdout)
+    assert header == ["TIME (UTC)", "TASKS", "SIZE", "VERIFIED", "ARCHIVE"]
+    stamp = datetime.strptime(newest[len("flower-") : -len(".tar.gz")], "%Y%m%dT%H%M%SZ")
+    assert rows == [
+        [stamp.strftime("%Y-%m-%d %H:%M:%S"), "6", size_of(backups / newest), "yes", newest],
+        ["2020-01-02 03:04:05", "2", size_of(backups / signed), "yes", signed],
+        ["2020-01-01 00:00:00", "2", size_of(backups / altered), "NO: sha256 differs from its manifest", altered],
+        ["2019-01-01 00:00:00", "?", size_of(backups / foreign), "NO: manifest not signed by this host's key", foreign],
+    ]
+    # Aligned: every column starts at the same place on every line.
+    lines = listed.stdout.splitlines()[:-1]
+    assert (
+        len({line.index(name) for line, name in zip(lines[1:], [newest, signed, altered, foreign], strict=True)}) == 1
+    )
+    assert listed.stdout.splitlines()[-1].startswith(f"4 archive(s) in {backups}")
+
+
+def test_list_says_no_when_the_last_verify_of_an_archive_failed(tmp_path: Path) -> None:
+    config = write_config(tmp_path, live_source(tmp_path, tasks=1))
+    assert run_tool(config, "backup").returncode == 0
+    [archive] = archive_names(config)
+    manifest = tmp_path / "backups" / archive.replace(".tar.gz", ".json")
+    status = status_of(config)
+    status["last_verify"] = {"archive": archive, "finished": status["finished"], "ok": False, "tasks": None,
+                             "error": "a disk error"}  # fmt: skip
+    (tmp_path / "backups" / "status.json").write_text(json.dumps(status))
+    assert manifest.exists()
+    [_, row] = list_rows(run_tool(config, "list").stdout)
+    assert row[3] == "NO: its last verify failed"
+
+
+def test_list_of_no_archives_is_an_empty_table(tmp_path: Path) -> None:
+    config = write_config(tmp_path, live_source(tmp_path, tasks=1))
+    listed = run_tool(config, "list")
+    assert listed.returncode == 0, listed.stderr
+    assert list_rows(listed.stdout) == [["TIME (UTC)", "TASKS", "SIZE", "VERIFIED", "ARCHIVE"]]
+
+
+def test_verify_live_counts_the_database_as_it_is_now(tmp_path: Path) -> None:
+    """What the restore compares the archive with when Flower's API does not answer."""
+    source = live_source(tmp_path, tasks=4)
+    config = write_config(tmp_path, source)
+    assert run_tool(config, "backup").returncode == 0
+    save_as_flower(flower_state(tasks=9), source)
+    verified = run_tool(config, "verify", "--live")
+    assert verified.returncode == 0, verified.stderr
+    result = json.loads(verified.stdout)
+    assert (result["tasks"], result["live"]["tasks"], result["live"]["error"]) == (4, 9, "")
+    for file in source.parent.iterdir():
+        file.unlink()
+    gone = json.loads(run_tool(config, "verify", "--live").stdout)["live"]
+    assert gone == {"tasks": None, "saved": None, "error": f"no database at {source}"}
+
+
+def test_restore_keeps_only_the_newest_databases_set_aside(tmp_path: Path) -> None:
+    """`<db>.before-restore-<time>` copies do not pile up: the newest --keep-before stay, this restore's among them."""
+    source = live_source(tmp_path, tasks=2)
+    config = write_config(tmp_path, source)
+    assert run_tool(config, "backup").returncode == 0
+    old = [f"{SOURCE_NAME}.before-restore-2020010{n}T000000Z" for n in range(1, 5)]
+    for name in old:
+        (source.parent / name).write_bytes(b"an earlier database")
+    restored = run_tool(config, "restore", "--keep-before", "2")
+    assert restored.returncode == 0, restored.stderr
+    result = json.loads(restored.stdout)
+    kept = [Path(path).name for path in result["kept_aside"]]  # one file or several, whatever the dbm backend
+    assert kept and all(".before-restore-" in name for name in kept)
+    assert sorted(result["removed_aside"]) == sorted(str(source.parent / name) for name in old[:3])
+    left = sorted(path.name for path in source.parent.glob("*.before-restore-*"))
+    assert left == sorted([old[3], *kept])

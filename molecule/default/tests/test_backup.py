@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -150,6 +151,88 @@ def test_restore_brings_the_tasks_back(host: Any, tmp_path: Path, backed_up: dic
     db = host.file(DB)
     assert (db.user, db.group, db.mode) == (BACKUP["flower_backup_user"], BACKUP["flower_backup_group"], 0o600)
     assert host.run("ls %s.before-restore-*", DB).rc == 0, "the replaced database was not kept aside"
+
+
+# Run as the backup user with Flower's Python (so the dbm backend is Flower's): an
+# archive of an empty state (0 tasks; a Flower that has not saved yet) with the
+# real archive's manifest, adjusted; the test signs it with the host's key.
+_EMPTY = """
+import dbm, hashlib, json, pathlib, sys, tarfile, tempfile
+src, dst, source_name = sys.argv[1:4]
+with tempfile.TemporaryDirectory(dir=pathlib.Path(dst).parent) as tmp:
+    dbm.open(f"{tmp}/{source_name}", "n").close()
+    files = sorted(pathlib.Path(tmp).iterdir())
+    with tarfile.open(dst, "w:gz") as tar:
+        for file in files:
+            tar.add(file, arcname=file.name)
+manifest = json.loads(pathlib.Path(src[: -len(".tar.gz")] + ".json").read_text())
+manifest.update(archive=pathlib.Path(dst).name, sha256=hashlib.sha256(pathlib.Path(dst).read_bytes()).hexdigest(),
+                tasks=0, files=[file.name for file in files])
+pathlib.Path(dst[: -len(".tar.gz")] + ".json").write_text(json.dumps(manifest))
+"""
+
+
+def kept_aside(host: Any) -> list[str]:
+    """The databases restores set aside, oldest first (their names end with their time)."""
+    listing = host.run(
+        "find %s -maxdepth 1 -name %s -printf '%%f\\n'", str(Path(DB).parent), f"{Path(DB).name}*.before-restore-*"
+    )
+    return sorted(listing.stdout.split(), key=lambda name: name.rsplit("-", 1)[-1])
+
+
+def test_restoring_fewer_tasks_needs_the_operators_word_and_old_copies_go(
+    host: Any, tmp_path: Path, backed_up: dict[str, Any]
+) -> None:
+    """Issue 19: an archive with fewer tasks than Flower holds is refused, both counts shown, before anything
+    changes; with flower_backup_restore_allow_fewer_tasks it is restored, and only the newest
+    flower_backup_restore_keep_before databases set aside stay."""
+    live = api_task_ids(host)
+    assert backed_up["ids"] <= live, "Flower does not hold the backed-up tasks before the test"
+    name = f"flower-{(datetime.now(UTC) - timedelta(hours=5)).strftime(STAMP)}.tar.gz"
+    manifest_file = f"{DIR}/{name.removesuffix('.tar.gz')}.json"
+    argv = [
+        BACKUP["flower_backup_python"],
+        "-c",
+        _EMPTY,
+        f"{DIR}/{backed_up['archive']}",
+        f"{DIR}/{name}",
+        Path(DB).name,
+    ]
+    planted = host.run("runuser -u %s -- " + " ".join(["%s"] * len(argv)), BACKUP["flower_backup_user"], *argv)
+    assert planted.rc == 0, planted.stderr
+    write_manifest(host, manifest_file, sign_with_host_key(host, json.loads(host.file(manifest_file).content)))
+    keep = BACKUP["flower_backup_restore_keep_before"]
+    old = [f"{DB}.before-restore-2000010{n}T000000Z" for n in range(1, keep + 2)]
+    try:
+        before = host.run(FINGERPRINT).stdout
+        refused = run(host, tmp_path, "playbooks/restore.yml", "-e", f"flower_backup_restore_archive={name}")
+        output = " ".join((refused.stdout + refused.stderr).split())
+        assert refused.returncode != 0, output[-3000:]
+        counts = re.search(rf"Refusing to restore {name}: it holds 0 tasks, Flower holds (\d+) now", output)
+        assert counts and int(counts[1]) >= len(live), output[-3000:]
+        assert "-e flower_backup_restore_allow_fewer_tasks=true" in output, output[-3000:]
+        assert "Stop Flower" not in output
+        assert host.run(FINGERPRINT).stdout == before, "a refused restore changed the host"
+
+        assert host.run("touch %s && chown %s %s && chmod 0600 %s", " ".join(old), OWNER, " ".join(old),
+                        " ".join(old)).rc == 0  # fmt: skip
+        confirmed = {"flower_backup_restore_archive": name, "flower_backup_restore_allow_fewer_tasks": True}
+        result = run(host, tmp_path, "playbooks/restore.yml", "-e", json.dumps(confirmed))
+        output = " ".join((result.stdout + result.stderr).split())
+        assert result.returncode == 0, output[-3000:]
+        assert not backed_up["ids"] & api_task_ids(host), "the archive of no tasks was not restored"
+        left = kept_aside(host)
+        assert len(left) == keep, f"{left}: expected the newest {keep} databases set aside"
+        assert not {Path(path).name for path in old[:2]} & set(left), "the oldest databases set aside were kept"
+        assert f"stay in {Path(DB).parent}" in output and left[-1] in output, output[-3000:]
+    finally:
+        host.run("rm -f %s %s %s", f"{DIR}/{name}", manifest_file, " ".join(old))
+        # Back to the backed-up tasks for the tests that follow (more tasks than Flower holds: no confirmation).
+        back = run(
+            host, tmp_path, "playbooks/restore.yml", "-e", f"flower_backup_restore_archive={backed_up['archive']}"
+        )
+        assert back.returncode == 0, (back.stdout + back.stderr)[-3000:]
+    assert backed_up["ids"] <= api_task_ids(host)
 
 
 def plant_damaged(host: Any, source: str, name: str, checksum_matches: bool) -> None:

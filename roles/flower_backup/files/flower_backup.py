@@ -7,8 +7,9 @@ Flower and Celery importable. Every pickle is loaded by StateUnpickler, which
 admits only the classes Flower's saved state holds: an archive cannot run code.
 
   flower_backup.py --config FILE backup
-  flower_backup.py --config FILE verify [--archive NAME]
-  flower_backup.py --config FILE restore [--archive NAME] [--target PATH]
+  flower_backup.py --config FILE list
+  flower_backup.py --config FILE verify [--archive NAME] [--live]
+  flower_backup.py --config FILE restore [--archive NAME] [--target PATH] [--keep-before N]
 
 Archives are `flower-<UTC timestamp>.tar.gz` with a `.json` manifest beside
 them (sha256, task count, files), signed with an HMAC-SHA256 under a key only
@@ -17,6 +18,11 @@ StandardInput=file:, or `flower-backup`'s pipe into its sandbox): verify and
 restore refuse a manifest this host's key did not sign. Errors go to stderr
 with the journal's `<3>` prefix and make the exit status non-zero; nothing is
 deleted on a failure.
+
+A backup copies Flower's last save, not what Flower holds in memory: Flower
+saves every `state_save_interval` (the settings' `flower_save_interval`,
+seconds) and on stop. Each backup says how old the save it copied is, and the
+manifest records when it was made (`saved`).
 
 Every backup run, good or failed, ends by replacing the status file (the
 settings' `status_file`, beside the archives: the one directory the unit may
@@ -131,6 +137,8 @@ class Config:
     retry_delay: float
     hook: str
     status_file: Path
+    # Flower's state_save_interval in seconds (0: not known); only reported, so older settings lack it.
+    flower_save_interval: float = 0
 
     @classmethod
     def load(cls, path: Path) -> Config:
@@ -145,6 +153,7 @@ class Config:
             retry_delay=float(data["retry_delay"]),
             hook=str(data.get("hook", "")),
             status_file=Path(data["status_file"]),
+            flower_save_interval=float(data.get("flower_save_interval", 0)),
         )
 
 
@@ -274,8 +283,8 @@ def check_free_space(config: Config) -> None:
         )
 
 
-def copy_once(config: Config, staging: Path) -> tuple[list[Path], int]:
-    """Copy the database's files and prove the copy opens; returns (copies, task count)."""
+def copy_once(config: Config, staging: Path) -> tuple[list[Path], int, datetime]:
+    """Copy the database's files and prove the copy opens; returns (copies, task count, when Flower saved them)."""
     files = dbm_files(config.source)
     if not files:
         raise BackupError(f"no database at {config.source} (no file of any dbm backend)")
@@ -287,7 +296,18 @@ def copy_once(config: Config, staging: Path) -> tuple[list[Path], int]:
         copies.append(copy)
     if identity(files) != before:
         raise BackupError(f"{config.source} was replaced while it was copied (Flower saved meanwhile)")
-    return copies, count_tasks(staging / config.source.name)
+    saved = datetime.fromtimestamp(max(mtime_ns for _, _, mtime_ns in before) / 1e9, UTC)
+    return copies, count_tasks(staging / config.source.name), saved
+
+
+def save_age(config: Config, saved: datetime) -> str:
+    """How old the copied save is, and why: a backup holds no task newer than Flower's last save."""
+    age = max(0, round((datetime.now(UTC) - saved).total_seconds()))
+    every = f"every {config.flower_save_interval:g} s and " if config.flower_save_interval > 0 else ""
+    return (
+        f"copied Flower's last save, {age} s old (saved {saved.isoformat(timespec='seconds')}); "
+        f"Flower saves {every}when it stops: tasks since that save are not in this backup"
+    )
 
 
 def build_archive(copies: list[Path], archive: Path) -> None:
@@ -425,7 +445,7 @@ def backup(config: Config, key: bytes, run: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory(prefix=".staging-", dir=config.backup_dir) as tmp:
             staging = Path(tmp)
             try:
-                copies, tasks = copy_once(config, staging)
+                copies, tasks, saved = copy_once(config, staging)
                 name = f"{PREFIX}{datetime.now(UTC).strftime(STAMP)}{SUFFIX}"
                 partial = staging / name
                 build_archive(copies, partial)
@@ -448,6 +468,7 @@ def backup(config: Config, key: bytes, run: dict[str, Any]) -> None:
                 "source": str(config.source),
                 "files": [copy.name for copy in copies],
                 "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                "saved": saved.isoformat(timespec="seconds"),
             }
             write_manifest(archive, sign_manifest(manifest, key))
             fsync_path(config.backup_dir)
@@ -456,6 +477,7 @@ def backup(config: Config, key: bytes, run: dict[str, Any]) -> None:
                        files=[str(config.source.parent / copy.name) for copy in copies])  # fmt: skip
         removed = prune(config, keep=archive)
         log(6, f"backup ok: {archive} holds {tasks} tasks; retention removed {len(removed)} old archive(s)")
+        log(6, save_age(config, saved))
         run_hook(config, archive)
         return
     raise BackupError(f"no good copy of {config.source} after {config.retries} attempts: {last_error}")
@@ -538,21 +560,111 @@ def run_backup(config: Config) -> int:
     return 0
 
 
-def verify(config: Config, name: str, key: bytes) -> int:
-    archive = find_archive(config, name, key)
+def live_count(config: Config, workdir: Path) -> dict[str, Any]:
+    """The tasks in Flower's database as it is on disk now (its last save), for the restore to compare.
+
+    Counted on a copy in `workdir` (created; never Flower's own file, which Flower may be replacing). Never fatal:
+    a database that is missing or does not open (why one restores) gives tasks null and the reason."""
+    files = dbm_files(config.source)
+    if not files:
+        return {"tasks": None, "saved": None, "error": f"no database at {config.source}"}
+    workdir.mkdir(mode=0o700)
     try:
-        with tempfile.TemporaryDirectory(prefix=".verify-", dir=config.backup_dir) as tmp:
+        saved = datetime.fromtimestamp(max(f.stat().st_mtime for f in files), UTC).isoformat(timespec="seconds")
+        for file in files:
+            shutil.copyfile(file, workdir / file.name)
+        return {"tasks": count_tasks(workdir / config.source.name), "saved": saved, "error": ""}
+    except (BackupError, OSError) as error:
+        return {"tasks": None, "saved": None, "error": str(error)}
+
+
+def verify(config: Config, name: str, key: bytes, live: bool = False) -> int:
+    archive = find_archive(config, name, key)
+    with tempfile.TemporaryDirectory(prefix=".verify-", dir=config.backup_dir) as tmp:
+        try:
             manifest = checked(archive, Path(tmp) / "db", key)
-    except BackupError as error:
-        record_verify(config, archive, None, str(error))
-        raise
-    record_verify(config, archive, manifest["tasks"], "")
-    print(json.dumps({"archive": manifest["path"], "tasks": manifest["tasks"], "sha256": manifest["sha256"]}))
+        except BackupError as error:
+            record_verify(config, archive, None, str(error))
+            raise
+        record_verify(config, archive, manifest["tasks"], "")
+        result = {"archive": manifest["path"], "tasks": manifest["tasks"], "sha256": manifest["sha256"]}
+        if live:
+            result["live"] = live_count(config, Path(tmp) / "live")
+    print(json.dumps(result))
     return 0
 
 
-def restore(config: Config, name: str, target: Path, key: bytes) -> int:
-    """Check the archive, then swap it in next to the current database, kept aside."""
+def human_size(size: int) -> str:
+    if size < 1024:
+        return f"{size} B"
+    scaled, unit = size / 1024, "KiB"
+    for larger in ("MiB", "GiB"):
+        if scaled < 1024:
+            break
+        scaled, unit = scaled / 1024, larger
+    return f"{scaled:.1f} {unit}"
+
+
+def archive_row(when: datetime, archive: Path, key: bytes, failed_verify: str) -> list[str] | None:
+    """One line of `list`: time, tasks, size, verified, name; None for an archive pruned meanwhile."""
+    try:
+        size = human_size(archive.stat().st_size)
+        manifest = authenticated_manifest(archive, key)
+        tasks = str(manifest["tasks"])
+        verified = "yes" if sha256(archive) == manifest["sha256"] else "NO: sha256 differs from its manifest"
+    except FileNotFoundError:
+        return None
+    except (BackupError, OSError, KeyError):
+        tasks, verified = "?", "NO: manifest not signed by this host's key"
+    if archive.name == failed_verify and verified == "yes":
+        verified = "NO: its last verify failed"
+    return [when.strftime("%Y-%m-%d %H:%M:%S"), tasks, size, verified, archive.name]
+
+
+def list_archives(config: Config, key: bytes) -> int:
+    """The archives, newest first, as an aligned table. Reads manifests and checksums; opens no archive."""
+    last_verify = read_status(config).get("last_verify") or {}
+    failed_verify = str(last_verify.get("archive")) if last_verify.get("ok") is False else ""
+    rows = [["TIME (UTC)", "TASKS", "SIZE", "VERIFIED", "ARCHIVE"]]
+    for when, archive in reversed(archive_paths(config)):
+        row = archive_row(when, archive, key, failed_verify)
+        if row is not None:
+            rows.append(row)
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    right = {1, 2}  # numbers align on the right
+    for row in rows:
+        cells = [
+            cell.rjust(width) if i in right else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        print("  ".join(cells).rstrip())
+    # Each archive was opened and its tasks counted before its manifest was written.
+    print(
+        f"{len(rows) - 1} archive(s) in {config.backup_dir}; verified: manifest signed by this host's key, "
+        "sha256 unchanged since (`flower-backup verify --archive NAME` opens one again)"
+    )
+    return 0
+
+
+def prune_kept_aside(target: Path, keep: int) -> list[str]:
+    """Remove the databases earlier restores kept aside (`<db>.before-restore-<time>`), all but the newest `keep`."""
+    by_stamp: dict[datetime, list[Path]] = {}
+    for path in target.parent.glob(f"{target.name}*.before-restore-*"):
+        try:
+            when = datetime.strptime(path.name.rsplit(".before-restore-", 1)[1], STAMP)
+        except ValueError:
+            continue
+        by_stamp.setdefault(when, []).append(path)
+    removed = []
+    for when in sorted(by_stamp)[:-keep] if keep > 0 else []:
+        for path in by_stamp[when]:
+            path.unlink(missing_ok=True)
+            removed.append(str(path))
+    return removed
+
+
+def restore(config: Config, name: str, target: Path, key: bytes, keep_before: int = 0) -> int:
+    """Check the archive, then swap it in next to the current database, kept aside (the newest keep_before kept)."""
     archive = find_archive(config, name, key)
     stamp = datetime.now(UTC).strftime(STAMP)
     # Staged in the target's directory, so the final renames stay on one filesystem.
@@ -570,7 +682,9 @@ def restore(config: Config, name: str, target: Path, key: bytes) -> int:
             fsync_path(file)
             file.replace(final)
         fsync_path(target.parent)
-    print(json.dumps({"archive": manifest["path"], "tasks": manifest["tasks"], "kept_aside": kept}))
+    removed = prune_kept_aside(target, keep_before)
+    result = {"archive": manifest["path"], "tasks": manifest["tasks"], "kept_aside": kept, "removed_aside": removed}
+    print(json.dumps(result))
     return 0
 
 
@@ -579,10 +693,17 @@ def main() -> int:
     parser.add_argument("--config", type=Path, required=True)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("backup", help="copy, prove, archive, prune, run the hook")
+    commands.add_parser("list", help="the archives, newest first: time, tasks, size, verified")
     for command in ("verify", "restore"):
         sub = commands.add_parser(command)
         sub.add_argument("--archive", default="", help="archive file name; the newest when empty")
+    commands.choices["verify"].add_argument(
+        "--live", action="store_true", help="also count the tasks in the database as it is now (its last save)"
+    )
     commands.choices["restore"].add_argument("--target", type=Path, help="database to replace (default: source)")
+    commands.choices["restore"].add_argument(
+        "--keep-before", type=int, default=0, help="databases kept aside by restores to keep, newest first (0: all)"
+    )
     args = parser.parse_args()
     os.umask(0o077)
     try:
@@ -591,13 +712,15 @@ def main() -> int:
         log(3, f"flower-backup {args.command} FAILED: settings {args.config} unusable: {type(error).__name__}: {error}")
         return 1
     try:
+        if args.command == "list":  # reads only manifests written atomically: it does not wait for a backup
+            return list_archives(config, manifest_key())
         with locked(config.backup_dir):
             if args.command == "backup":
                 return run_backup(config)
             key = manifest_key()
             if args.command == "verify":
-                return verify(config, args.archive, key)
-            return restore(config, args.archive, args.target or config.source, key)
+                return verify(config, args.archive, key, live=args.live)
+            return restore(config, args.archive, args.target or config.source, key, args.keep_before)
     except (BackupError, Stopped) as error:
         log(3, f"flower-backup {args.command} FAILED: {error}")
         return 1
