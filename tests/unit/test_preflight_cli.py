@@ -1,0 +1,125 @@
+"""Preflight from the command line: typed inputs given as `-e key=value` or JSON, and refusals that name what to fix.
+
+`-e key=value` hands Ansible strings ("15000", "false"); an argument spec checks that they convert, but does not
+convert the variable, so a role that compares or tests the raw value breaks (`'>' not supported between
+'_AnsibleTaggedStr' and 'int'`) or, worse, takes "false" for true. The cases come from the argument specs: every
+int, float and bool input of the roles preflight validates, at the value the Molecule scenario deploys (its
+group_vars, else the role's default), is passed on the command line at once, as strings and then as JSON, to
+preflight alone (it never connects to a host, so this takes seconds). Molecule's
+test_ansible_runs.py::test_configuration_from_command_line_strings_changes_nothing re-runs the configuration with the
+same strings on the converged host and proves nothing changes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+MOLECULE = yaml.safe_load((ROOT / "molecule" / "default" / "molecule.yml").read_text())
+GROUP_VARS: dict[str, Any] = MOLECULE["provisioner"]["inventory"]["group_vars"]["all"]
+# The roles playbooks/preflight.yml validates (the production ones) and the fixtures' own preflight.
+PREFLIGHT = (ROOT / "playbooks" / "preflight.yml").read_text()
+ROLES = sorted(
+    path.parents[1].name
+    for path in ROOT.glob("roles/*/meta/argument_specs.yml")
+    if f"role: {path.parents[1].name}," in PREFLIGHT
+)
+# Values the issue saw refused from the command line although valid.
+SEEN_REFUSED = {"flower_max_tasks": 15000, "flower_backup_keep_count": 10, "flower_proxy_burst_api": 30}
+
+
+def typed_inputs() -> dict[str, Any]:
+    """Every int/float/bool input of the preflight roles, at the value the Molecule scenario deploys."""
+    values: dict[str, Any] = {}
+    for role in ROLES:
+        specs = yaml.safe_load((ROOT / "roles" / role / "meta" / "argument_specs.yml").read_text())
+        defaults = yaml.safe_load((ROOT / "roles" / role / "defaults" / "main.yml").read_text()) or {}
+        for spec in specs["argument_specs"].values():
+            for name, option in spec.get("options", {}).items():
+                if option.get("type") not in ("int", "float", "bool"):
+                    continue
+                value = GROUP_VARS.get(name, defaults.get(name))
+                if isinstance(value, str):  # follows another setting ("{{ ... }}"): the inventory's test covers it
+                    continue
+                values[name] = SEEN_REFUSED.get(name, value)
+    return values
+
+
+TYPED = typed_inputs()
+
+
+def as_text(value: Any) -> str:
+    """What an operator types after `-e name=`: true/false for booleans."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def preflight(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    inventory = tmp_path / "inventory"
+    (inventory / "group_vars").mkdir(parents=True)
+    hosts = {"all": {"children": {g: {"hosts": {"target": None}} for g in ("flower", "flower_monitoring")}}}
+    (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts))
+    (inventory / "group_vars" / "all.yml").write_text(yaml.safe_dump(GROUP_VARS))
+    env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"}
+    for name, sub in (("ANSIBLE_ROLES_PATH", "roles"), ("ANSIBLE_LIBRARY", "library")):
+        env.setdefault(name, str(ROOT / sub))
+    return subprocess.run(
+        ["ansible-playbook", "-i", str(inventory), "playbooks/preflight.yml", *extra],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_the_cases_cover_every_typed_input_the_issue_saw_refused() -> None:
+    assert set(SEEN_REFUSED) <= set(TYPED)
+    assert {type(v) for v in TYPED.values()} == {int, float, bool}
+
+
+@pytest.mark.parametrize("form", ["key=value", "json"])
+def test_preflight_takes_every_typed_input_from_the_command_line(tmp_path: Path, form: str) -> None:
+    if form == "key=value":
+        extra = [arg for name, value in TYPED.items() for arg in ("-e", f"{name}={as_text(value)}")]
+    else:
+        extra = ["-e", json.dumps(TYPED)]
+    run = preflight(tmp_path, *extra)
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output[-3000:]
+    assert "failed=0" in output, output[-3000:]
+
+
+def test_an_out_of_range_value_from_the_command_line_is_refused_by_name(tmp_path: Path) -> None:
+    run = preflight(tmp_path, "-e", "flower_proxy_burst_api=-1")
+    output = run.stdout + run.stderr
+    assert run.returncode != 0
+    assert "flower_proxy_burst_api" in output, output[-3000:]
+    assert "not supported between" not in output, output[-3000:]
+
+
+def test_a_bad_login_is_refused_naming_the_entry_and_the_rule_and_no_password(tmp_path: Path) -> None:
+    users = [
+        {"name": "admin", "password": "a-good-password-4711", "role": "admin"},
+        {"name": "bob smith", "password": "tiny-pw", "role": "viewer"},
+        {"name": "eve", "password": "pässwörd-long-enough", "role": "boss"},
+    ]
+    run = preflight(tmp_path, "-e", json.dumps({"flower_users": users}))
+    output = run.stdout + run.stderr
+    assert run.returncode != 0
+    for entry, rule in (
+        ("flower_users[1] ('bob smith')", "letters, digits"),
+        ("flower_users[1] ('bob smith')", "shorter than 12 characters"),
+        ("flower_users[2] ('eve')", "printable ASCII"),
+        ("flower_users[2] ('eve')", "not 'boss'"),
+    ):
+        assert f"{entry}: " in output and rule in output, (entry, rule, output[-2000:])
+    assert "flower_users[0]" not in output, "a valid entry was reported"
+    assert not [user["password"] for user in users if user["password"] in output], "a password reached the output"
