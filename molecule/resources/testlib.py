@@ -37,6 +37,7 @@ def container_ip(host: Any) -> str:
 def ansible_playbook(project_dir: Path, inventory: Path, playbook: str, *args: str) -> subprocess.CompletedProcess[str]:
     """ansible-playbook from the controller, in the project's directory, without colours (tests read its output)."""
     env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"}
+    env.pop("ANSIBLE_LOG_PATH", None)  # the log is Molecule's own steps (test_ansible_runs.py reads it)
     return subprocess.run(
         ["ansible-playbook", "-i", str(inventory), playbook, *args],
         cwd=project_dir,

@@ -131,9 +131,10 @@ except OSError as error:
 """
 
 
-def fetch(host: Any, path: str, auth: bool = True) -> tuple[int, str]:
-    """GET a Flower path through nginx from inside the target; returns (status, body)."""
-    user, password = (USER, PASSWORD) if auth else ("", "")
+def fetch(host: Any, path: str, auth: bool = True, login: tuple[str, str] | None = None) -> tuple[int, str]:
+    """GET a Flower path through nginx from inside the target, as the admin (or login: (name, password), or
+    nobody without auth); returns (status, body)."""
+    user, password = login or ((USER, PASSWORD) if auth else ("", ""))
     cmd = host.run("python3 -c %s %s %s %s %s", _FETCH, base_url(host) + path, user, password, CA_ON_TARGET)
     assert cmd.rc == 0, cmd.stderr
     result = json.loads(cmd.stdout)

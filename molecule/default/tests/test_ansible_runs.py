@@ -7,17 +7,30 @@ molecule.yml, so they exercise the same site.yml the converge used.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ACCOUNT, GROUP_VARS, INSTANCE, PREFIX_INSTANCE, SECRETS, first_platform_only, run_playbook
+import yaml
+from conftest import (
+    ACCOUNT,
+    GROUP_VARS,
+    INSTANCE,
+    PREFIX_INSTANCE,
+    PROJECT_DIR,
+    SECRETS,
+    first_platform_only,
+    role_defaults,
+    run_playbook,
+)
 
 EVERY_PLATFORM = True
-# The check-mode, -v and health runs cover both platforms at once (one run, each host in its own groups).
+# Molecule's check-mode run and the health run cover both platforms at once (one run, each host in its own groups).
 BOTH = [INSTANCE, PREFIX_INSTANCE]
+PRODUCTION_ROLES = re.findall(r"role: (\w+),", (PROJECT_DIR / "playbooks" / "preflight.yml").read_text())
 
 # Deprecation warnings announce the next ansible-core upgrade's breakage: any
 # not listed here (with the reason it cannot be fixed yet) fails the run.
@@ -48,39 +61,79 @@ def recap(output: str, name: str = INSTANCE) -> tuple[int, int, int, int]:
     return tuple(int(n) for n in found[-1])  # type: ignore[return-value]
 
 
-def test_check_mode_reports_no_change_and_no_secret(tmp_path: Path) -> None:
-    result = run_site(tmp_path, GROUP_VARS, "--check", "--diff", "-v", hosts=BOTH)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-4000:]
+def molecules_runs() -> list[str]:
+    """Molecule's own ansible-playbook runs of this test, in order, from the log the shared config keeps
+    (ANSIBLE_LOG_PATH): prepare, the bare-host check, side_effect, converge, idempotence, the second check."""
+    log = Path(os.environ["ANSIBLE_LOG_PATH"]).read_text(encoding="utf-8", errors="replace")
+    runs: list[tuple[str, list[str]]] = []
+    for line in log.splitlines():
+        found = re.match(r"\S+ \S+ p=(\d+) ", line)
+        pid = found.group(1) if found else (runs[-1][0] if runs else "")
+        if not runs or runs[-1][0] != pid:
+            runs.append((pid, []))
+        runs[-1][1].append(line)
+    texts = ["\n".join(lines) for _, lines in runs]
+    starts = [i for i, text in enumerate(texts) if "PLAY [Record the untouched host]" in text]
+    assert starts, "prepare's run is not in the log"
+    return texts[starts[-1] :]
+
+
+def test_molecules_runs_show_no_secret_and_the_last_check_changes_nothing() -> None:
+    """Molecule runs every step at -v with --diff (the shared config): converge, idempotence and both
+    check-mode runs must show no secret and no new deprecation, and the check after converge must
+    report 0 changed (Molecule's check step allows changes; idempotence proves the real re-run)."""
+    runs = molecules_runs()
+    checks = [run for run in runs if "DRY RUN" in run]
+    assert len(checks) == 2, f"expected the bare-host check and the one after converge, found {len(checks)}"
+    output = re.sub(r"^\S+ \S+ p=\d+ u=\S+ n=\S+ \w+\| ", "", checks[-1], flags=re.M)
     for name in BOTH:
         _, changed, unreachable, failed = recap(output, name)
         assert (changed, unreachable, failed) == (0, 0, 0), f"{name}: " + output[-4000:]
-    leaked = [s for s in SECRETS if s in output]
-    assert not leaked, f"{len(leaked)} secret(s) in the output of a -v --check --diff run"
-    assert not new_deprecations(output), new_deprecations(output)
+    assert any("| changed: " in run for run in runs), "the log holds no converge"
+    for run in runs:
+        assert not [s for s in SECRETS if s in run], "a secret is in the output of one of Molecule's -v runs"
+        assert not new_deprecations(run), new_deprecations(run)
 
 
-def test_verbose_run_changes_nothing_and_shows_no_secret(tmp_path: Path) -> None:
-    result = run_site(tmp_path, GROUP_VARS, "-v", hosts=BOTH)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-4000:]
-    assert [recap(output, name)[1] for name in BOTH] == [0, 0], "a second real run changed something"
-    assert not [s for s in SECRETS if s in output], "a secret is in the output of a -v run"
-    assert not new_deprecations(output), new_deprecations(output)
+def typed_inputs_as_typed() -> list[str]:
+    """`-e name=value` for every int, float and bool input of the production roles, at the value this scenario
+    deploys, as an operator types it (strings: "15000", "false"); generated from the argument specs."""
+    args: list[str] = []
+    preflight = (PROJECT_DIR / "playbooks" / "preflight.yml").read_text()
+    for spec_file in sorted(PROJECT_DIR.glob("roles/*/meta/argument_specs.yml")):
+        role = spec_file.parents[1].name
+        if f"role: {role}," not in preflight:
+            continue
+        deployed = role_defaults(role)
+        for spec in yaml.safe_load(spec_file.read_text())["argument_specs"].values():
+            for name, option in spec.get("options", {}).items():
+                value = GROUP_VARS.get(name, deployed.get(name))
+                if option.get("type") in ("int", "float", "bool") and not isinstance(value, str):
+                    args += ["-e", f"{name}={str(value).lower() if isinstance(value, bool) else value}"]
+    return args
 
 
-def test_configure_tag_rerenders_without_reinstalling(host: Any, tmp_path: Path) -> None:
-    """`--tags flower_configure` runs preflight, the configuration and the final check, and no install task."""
+def test_configuration_from_command_line_strings_changes_nothing(host: Any, tmp_path: Path) -> None:
+    """Every role's configure and service phases with every typed input given as `-e name=value` (strings):
+    the same host state as the inventory's typed values, so 0 changed and Flower not restarted; and the
+    phase tags run preflight, the configuration and the final check, and no install task."""
     first_platform_only(host)
     pid = host.run("systemctl show -p MainPID --value flower").stdout
-    result = run_site(tmp_path, GROUP_VARS, "--tags", "flower_configure")
+    phases = [f"{role}_{phase}" for role in PRODUCTION_ROLES for phase in ("configure", "service")]
+    typed = typed_inputs_as_typed()
+    assert len(typed) // 2 >= 40, "the specs' typed inputs were not found"
+    result = run_site(tmp_path, GROUP_VARS, "--tags", ",".join(phases), *typed)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     assert "Validate every role's settings" in output
     assert "Ensure Flower's configuration is rendered" in output
     assert "Check Flower end to end" in output
-    assert "virtualenv at the pinned versions" not in output, "the configure tag ran an install task"
-    assert recap(output)[1] == 0
+    assert "virtualenv at the pinned versions" not in output, "a phase tag ran an install task"
+    _, changed, _, _ = recap(output)
+    assert changed == 0, (
+        "strings from -e changed what the inventory's typed values deployed:\n"
+        + "\n".join(line for line in output.splitlines() if line.startswith(("changed:", "TASK [")))[-3000:]
+    )
     assert host.run("systemctl show -p MainPID --value flower").stdout == pid, "Flower restarted for nothing"
 
 

@@ -272,6 +272,27 @@ def test_repeated_wrong_passwords_ban_the_address_until_the_ban_expires(host: An
     assert front_door.request("GET", "/", "admin")[0] == 200
 
 
+def test_a_login_is_added_and_removed_with_the_users_tag(host: Any, front_door: FrontDoor, tmp_path: Path) -> None:
+    """The on-call procedure (docs/on-call.md, "Logins"): edit flower_users, run `site.yml --tags flower_users`.
+    Only the login file changes; Flower is not restarted; the new login works at once and is gone after removal."""
+    first_platform_only(host)
+    pid = host.run("systemctl show -p MainPID --value flower").stdout
+    oncall = {"name": "oncall", "password": "on-call-password-8c1d", "role": "viewer"}
+    added = {**GROUP_VARS, "flower_users": [*GROUP_VARS["flower_users"], oncall]}
+    try:
+        run = run_playbook(tmp_path / "add", added, "site.yml", "--tags", "flower_users")
+        assert run.returncode == 0, run.stdout[-3000:]
+        assert re.search(r"changed=1\s", run.stdout), run.stdout[-3000:]
+        assert oncall["password"] not in run.stdout
+        assert front_door.request("GET", "/api/workers", "oncall", oncall["password"])[0] == 200
+    finally:
+        back = run_playbook(tmp_path / "remove", GROUP_VARS, "site.yml", "--tags", "flower_users")
+        assert back.returncode == 0, back.stdout[-3000:]
+    assert front_door.request("GET", "/api/workers", "oncall", oncall["password"])[0] == 401
+    assert front_door.request("GET", "/api/workers", "admin")[0] == 200
+    assert host.run("systemctl show -p MainPID --value flower").stdout == pid, "a login change restarted Flower"
+
+
 # --- configuration safety ----------------------------------------------------
 
 
@@ -334,7 +355,10 @@ def test_prefix_alone_redirects_and_nothing_else_is_exposed(host: Any, front_doo
     front_door.prefix = here
 
 
-def test_oauth_mode_sends_anonymous_visitors_to_the_provider(host: Any, front_door: FrontDoor, tmp_path: Path) -> None:
+def test_oauth_mode_sends_anonymous_visitors_to_the_provider_and_refuses_cross_site_posts(
+    host: Any, front_door: FrontDoor, tmp_path: Path
+) -> None:
+    """OAuth2, converged for real: anonymous visitors go to the provider; a cross-site POST gets 403 from nginx."""
     first_platform_only(host)
     oauth = {
         **GROUP_VARS,
@@ -356,6 +380,9 @@ def test_oauth_mode_sends_anonymous_visitors_to_the_provider(host: Any, front_do
         assert status == 302 and location.startswith("https://github.com/login/oauth/authorize?"), location
         assert f"redirect_uri=https%3A%2F%2F{DOMAIN}%2Flogin" in location
         assert "client_id=molecule-oauth-client-id" in location
+        for attack in ({"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+            status = front_door.request("POST", f"/api/task/revoke/{uuid.uuid4()}", headers=attack)[0]
+            assert status == 403, f"oauth: a cross-site POST got {status}"
     finally:
         back = run_playbook(tmp_path / "proxy", GROUP_VARS, "site.yml", *tags)
         assert back.returncode == 0, back.stdout[-3000:]

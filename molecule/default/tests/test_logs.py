@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from conftest import ACCOUNT, fetch, role_defaults, wait_for, wait_until_healthy
+from conftest import ACCOUNT, USER, fetch, role_defaults, wait_for, wait_until_healthy
 
 # Every platform: the prefix one too.
 EVERY_PLATFORM = True
@@ -86,3 +86,16 @@ def test_nginx_reopens_its_log_and_old_ones_get_compressed(host: Any) -> None:
     assert host.file(f"{NGINX_LOG}.2.gz").exists, "the previous rotation was not compressed"
     assert before in host.run("zcat %s.2.gz", NGINX_LOG).stdout
     assert after in host.file(f"{NGINX_LOG}.1").content_string
+
+
+def test_the_access_log_says_who_did_what_and_the_error_log_each_failed_login(host: Any) -> None:
+    """The on-call procedures (docs/on-call.md, "Logs"), as written: nginx's access log names the login of each
+    request (Flower's own log sees only its socket), and its error log each failed login."""
+    marker = f"who-did-it-{uuid.uuid4().hex[:12]}"
+    assert fetch(host, f"/api/task/info/{marker}")[0] == 404
+    who = host.run("awk -v who=%s '$3 == who' %s", USER, NGINX_LOG)
+    assert marker in who.stdout, f"{marker} is not under login {USER} in {NGINX_LOG}"
+    stranger = f"nobody-{uuid.uuid4().hex[:8]}"
+    assert fetch(host, "/", login=(stranger, "wrong-password-123"))[0] == 401
+    failed = host.run("grep -E 'password mismatch|was not found in' %s/error.log", PROXY["flower_proxy_log_dir"])
+    assert f'user "{stranger}"' in failed.stdout, failed.stdout[-1000:]

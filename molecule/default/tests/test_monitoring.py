@@ -148,3 +148,15 @@ def test_worker_offline_alert_fires_and_reaches_the_webhook(host: Any, receiver:
     assert wait_for(lambda: delivered(host, "FlowerWorkerOffline"), timeout=90, interval=2), host.run(
         f"cat {ALERTS_FILE}; journalctl -u prometheus-alertmanager -n 30 --no-pager"
     ).stdout
+    # The on-call procedure (docs/on-call.md, "Alerts"), as written: see the alert with amtool on the host,
+    # silence it, and lift the silence.
+    amtool = "amtool --alertmanager.url=http://127.0.0.1:9093"
+    listed = host.run(f"{amtool} alert query alertname=FlowerWorkerOffline")
+    assert listed.rc == 0 and "FlowerWorkerOffline" in listed.stdout, listed.stdout + listed.stderr
+    silence = host.run(f"{amtool} silence add alertname=FlowerWorkerOffline --duration=10m --comment='worker retired'")
+    assert silence.rc == 0 and silence.stdout.strip(), silence.stderr
+    query = f"{amtool} alert query --silenced alertname=FlowerWorkerOffline"
+    silenced = wait_for(lambda: "FlowerWorkerOffline" in host.run(query).stdout, timeout=20)
+    assert silenced, host.run(f"{amtool} silence query").stdout
+    assert host.run(f"{amtool} silence expire %s", silence.stdout.strip()).rc == 0
+    assert silence.stdout.strip() not in host.run(f"{amtool} silence query -q").stdout
