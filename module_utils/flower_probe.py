@@ -62,7 +62,15 @@ class Reply:
             return "HTTP 404 (check the url and Flower's url_prefix)"
         if not text or text.startswith("<"):  # an HTML error page says nothing useful on one line
             return f"HTTP {self.status}"
-        return f"HTTP {self.status}: {text[:MAX_SNIPPET]}"
+        return f"HTTP {self.status}: {snippet(text)}"
+
+
+def snippet(text: str, limit: int = MAX_SNIPPET) -> str:
+    """text on one line, cut between words (with an ellipsis) when longer than limit: never mid-word."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit].rsplit(" ", 1)[0] if " " in text[:limit] else text[:limit]
+    return cut.rstrip(" ,;:") + " \u2026"
 
 
 def describe_error(exc: BaseException, timeout: float) -> str:

@@ -19,7 +19,7 @@ from types import ModuleType
 
 import ansible
 import pytest
-from ansible.module_utils.flower_probe import FetchError, FlowerClient, cert_not_after, tls_days_left
+from ansible.module_utils.flower_probe import FetchError, FlowerClient, Reply, cert_not_after, tls_days_left
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -268,3 +268,13 @@ def test_without_cryptography_the_module_fails_only_its_tls_check(
     assert "Failed to import the required Python library (cryptography)" in checks["tls"]["detail"]
     assert "tls" in result["msg"]
     assert result["tls_days_left"] is None
+
+
+def test_a_long_error_body_is_cut_between_words_for_the_evidence() -> None:
+    """Checklist items 1, 9 and 16 quote Reply.describe(): a long body is shortened at a space, never mid-word."""
+    words = [f"word{n:03d}" for n in range(60)]
+    described = Reply(500, " ".join(words).encode(), None, 1.0, 0.0).describe()
+    assert described.startswith("HTTP 500: word000 ")
+    quoted = described.removeprefix("HTTP 500: ").removesuffix(" \u2026").split()
+    assert quoted and set(quoted) <= set(words), described
+    assert described.endswith("\u2026") and len(described) < 140
