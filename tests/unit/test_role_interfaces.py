@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -93,3 +94,11 @@ def test_every_phase_has_its_tag(role: str) -> None:
         assert "ansible.builtin.include_tasks" not in task, f"{role}: main.yml validates again"
         phase = task["ansible.builtin.import_tasks"].removesuffix(".yml")
         assert task["tags"] == [f"{role}_{phase}"], f"{role}: {phase}.yml is not tagged {role}_{phase}"
+
+
+def test_the_docs_quote_the_memory_rules_save_factor_from_its_one_source() -> None:
+    """The save factor lives in roles/flower/vars/main.yml; the READMEs that quote it must say the same."""
+    factor = yaml.safe_load((ROOT / "roles" / "flower" / "vars" / "main.yml").read_text())["_flower_memory_save_factor"]
+    for readme in (ROOT / "README.md", ROOT / "roles" / "flower" / "README.md"):
+        quoted = re.findall(r"needs up to ([0-9.]+) times as much", " ".join(readme.read_text().split()))
+        assert quoted == [str(factor)], f"{readme.name} says {quoted}, the rule uses {factor}"
