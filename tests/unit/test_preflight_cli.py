@@ -123,3 +123,12 @@ def test_a_bad_login_is_refused_naming_the_entry_and_the_rule_and_no_password(tm
         assert f"{entry}: " in output and rule in output, (entry, rule, output[-2000:])
     assert "flower_users[0]" not in output, "a valid entry was reported"
     assert not [user["password"] for user in users if user["password"] in output], "a password reached the output"
+
+
+def test_a_bad_archive_name_is_refused_under_the_name_the_operator_typed(tmp_path: Path) -> None:
+    run = preflight(tmp_path, "-e", "flower_backup_restore_archive=../../etc/passwd")
+    output = run.stdout + run.stderr
+    assert run.returncode != 0
+    failed_task = output[: output.index("fatal: ")].rsplit("TASK [", 1)[-1].split("]", 1)[0]
+    assert "credentials" not in failed_task and "archive" in failed_task, failed_task
+    assert "flower_backup_restore_archive" in output[output.index("fatal: ") :], output[-3000:]
