@@ -98,7 +98,7 @@ def test_molecules_runs_show_no_secret_and_the_last_check_changes_nothing() -> N
 def typed_inputs_as_typed() -> list[str]:
     """`-e name=value` for every int, float and bool input of the production roles, at the value this scenario
     deploys, as an operator types it (strings: "15000", "false"); generated from the argument specs."""
-    args: list[str] = []
+    values: dict[str, str] = {}
     preflight = (PROJECT_DIR / "playbooks" / "preflight.yml").read_text()
     for spec_file in sorted(PROJECT_DIR.glob("roles/*/meta/argument_specs.yml")):
         role = spec_file.parents[1].name
@@ -108,9 +108,9 @@ def typed_inputs_as_typed() -> list[str]:
         for spec in yaml.safe_load(spec_file.read_text())["argument_specs"].values():
             for name, option in spec.get("options", {}).items():
                 value = GROUP_VARS.get(name, deployed.get(name))
-                if option.get("type") in ("int", "float", "bool") and not isinstance(value, str):
-                    args += ["-e", f"{name}={str(value).lower() if isinstance(value, bool) else value}"]
-    return args
+                if option.get("type") in ("int", "float", "bool") and isinstance(value, (int, float)):
+                    values[name] = str(value).lower() if isinstance(value, bool) else str(value)
+    return [arg for name, text in values.items() for arg in ("-e", f"{name}={text}")]
 
 
 def test_configuration_from_command_line_strings_changes_nothing(host: Any, tmp_path: Path) -> None:
