@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import shlex
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -20,7 +21,16 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import GROUP_VARS, PROJECT_DIR, fetch_json, role_defaults, run_playbook, wait_for, wait_until_healthy
+from conftest import (
+    GROUP_VARS,
+    PROJECT_DIR,
+    fetch_json,
+    first_platform_only,
+    role_defaults,
+    run_playbook,
+    wait_for,
+    wait_until_healthy,
+)
 
 EVERY_PLATFORM = True
 
@@ -186,6 +196,7 @@ def test_restoring_fewer_tasks_needs_the_operators_word_and_old_copies_go(
     """Issue 19: an archive with fewer tasks than Flower holds is refused, both counts shown, before anything
     changes; with flower_backup_restore_allow_fewer_tasks it is restored, and only the newest
     flower_backup_restore_keep_before databases set aside stay."""
+    first_platform_only(host)  # the guard does not depend on the URL prefix (the plain restore runs on both)
     live = api_task_ids(host)
     assert backed_up["ids"] <= live, "Flower does not hold the backed-up tasks before the test"
     name = f"flower-{(datetime.now(UTC) - timedelta(hours=5)).strftime(STAMP)}.tar.gz"
@@ -214,8 +225,8 @@ def test_restoring_fewer_tasks_needs_the_operators_word_and_old_copies_go(
         assert "Stop Flower" not in output
         assert host.run(FINGERPRINT).stdout == before, "a refused restore changed the host"
 
-        assert host.run("touch %s && chown %s %s && chmod 0600 %s", " ".join(old), OWNER, " ".join(old),
-                        " ".join(old)).rc == 0  # fmt: skip
+        paths = " ".join(shlex.quote(path) for path in old)
+        assert host.run(f"touch {paths} && chown {OWNER} {paths} && chmod 0600 {paths}").rc == 0
         confirmed = {"flower_backup_restore_archive": name, "flower_backup_restore_allow_fewer_tasks": True}
         result = run(host, tmp_path, "playbooks/restore.yml", "-e", json.dumps(confirmed))
         output = " ".join((result.stdout + result.stderr).split())
@@ -226,7 +237,7 @@ def test_restoring_fewer_tasks_needs_the_operators_word_and_old_copies_go(
         assert not {Path(path).name for path in old[:2]} & set(left), "the oldest databases set aside were kept"
         assert f"stay in {Path(DB).parent}" in output and left[-1] in output, output[-3000:]
     finally:
-        host.run("rm -f %s %s %s", f"{DIR}/{name}", manifest_file, " ".join(old))
+        host.run("rm -f %s %s " + " ".join(["%s"] * len(old)), f"{DIR}/{name}", manifest_file, *old)
         # Back to the backed-up tasks for the tests that follow (more tasks than Flower holds: no confirmation).
         back = run(
             host, tmp_path, "playbooks/restore.yml", "-e", f"flower_backup_restore_archive={backed_up['archive']}"
@@ -360,9 +371,10 @@ def test_retention_keeps_the_newest_by_count_and_drops_the_too_old(host: Any, ba
 
 
 def test_low_free_space_fails_loudly_and_deletes_nothing(host: Any, tmp_path: Path, backed_up: dict[str, Any]) -> None:
+    first_platform_only(host)  # the free-space rule does not depend on the URL prefix
     configure = ("playbooks/flower.yml", "--tags", "flower_backup_configure")
-    # Typed (JSON) extra vars: key=value would pass the number as a string, which preflight's comparisons refuse.
-    huge = run(host, tmp_path, *configure, "-e", json.dumps({"flower_backup_min_free_mb": 100000000}))
+    # As an operator types it: -e key=value gives a string, which the role converts (issue 19).
+    huge = run(host, tmp_path, *configure, "-e", "flower_backup_min_free_mb=100000000")
     assert huge.returncode == 0, (huge.stdout + huge.stderr)[-3000:]
     try:
         before = archives(host)
