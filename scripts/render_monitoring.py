@@ -14,6 +14,7 @@ points at DIR/flower.yml); DIR defaults to .cache/monitoring.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,10 +32,19 @@ def comment(text: str) -> str:
     return "#\n" + "".join(f"# {line}\n" for line in text.splitlines()) + "#"
 
 
+TYPED_COPY = re.compile(r"^\{\{ (\w+) \| (int|bool|float) \}\}$")
+CONVERT = {"int": int, "float": float, "bool": bool}
+
+
 def role_vars() -> dict[str, Any]:
     variables: dict[str, Any] = {"ansible_managed": MANAGED}
     for part in ("defaults", "vars"):
         variables.update(yaml.safe_load((ROLE / part / "main.yml").read_text()) or {})
+    # The role's typed copies of its inputs (vars/main.yml: _name: "{{ name | int }}"), as Ansible resolves them.
+    for name, value in list(variables.items()):
+        typed = TYPED_COPY.match(value) if isinstance(value, str) else None
+        if typed:
+            variables[name] = CONVERT[typed[2]](variables[typed[1]])
     return variables
 
 
