@@ -102,11 +102,8 @@ def typed_inputs_as_typed() -> list[str]:
     """`-e name=value` for every int, float and bool input of the production roles, at the value this scenario
     deploys, as an operator types it (strings: "15000", "false"); generated from the argument specs."""
     values: dict[str, str] = {}
-    preflight = (PROJECT_DIR / "playbooks" / "preflight.yml").read_text()
-    for spec_file in sorted(PROJECT_DIR.glob("roles/*/meta/argument_specs.yml")):
-        role = spec_file.parents[1].name
-        if f"role: {role}," not in preflight:
-            continue
+    for role in PRODUCTION_ROLES:
+        spec_file = PROJECT_DIR / "roles" / role / "meta" / "argument_specs.yml"
         deployed = role_defaults(role)
         for spec in yaml.safe_load(spec_file.read_text())["argument_specs"].values():
             for name, option in spec.get("options", {}).items():
