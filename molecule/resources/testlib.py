@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -47,3 +49,25 @@ def ansible_playbook(project_dir: Path, inventory: Path, playbook: str, *args: s
         timeout=900,
         check=False,
     )
+
+
+def virtualenv_and_lock(host: Any, lock_file: str, venv: str) -> tuple[set[str], set[str]]:
+    """What Flower's virtualenv holds (pip freeze) and what its lock names for this host's Python (the lock's
+    markers evaluated there), both as normalised name==version pins."""
+    lock = host.file(lock_file).content_string
+    pins = [re.match(r"^([A-Za-z0-9][\w.-]*==[^\s;\\]+)\s*(?:;\s*([^\\]+?))?\s*\\?$", ln) for ln in lock.splitlines()]
+    pins = [pin for pin in pins if pin]
+    assert len(pins) > 10 and lock.count("--hash=sha256:") >= len(pins), f"{lock_file} is not a hashed closure"
+    markers = sorted({pin[2] for pin in pins if pin[2]})
+    evaluate = "import sys; from packaging.markers import Marker; print([Marker(m).evaluate() for m in sys.argv[1:]])"
+    answers = json.loads(host.check_output("python3 -c %s" + " %s" * len(markers), evaluate, *markers).lower())
+    applies = dict(zip(markers, answers, strict=True))
+    wanted = {_normalized(pin[1]) for pin in pins if not pin[2] or applies[pin[2]]}
+    freeze = host.run("%s/bin/python -m pip freeze", venv)
+    assert freeze.rc == 0, freeze.stderr
+    return {_normalized(line) for line in freeze.stdout.splitlines() if "==" in line}, wanted
+
+
+def _normalized(pin: str) -> str:
+    name, _, version = pin.partition("==")
+    return f"{re.sub(r'[-_.]+', '-', name).lower()}=={version}"

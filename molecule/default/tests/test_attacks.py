@@ -9,7 +9,6 @@ import base64
 import hashlib
 import http.server
 import ipaddress
-import json
 import random
 import re
 import socket
@@ -46,6 +45,7 @@ from conftest import (
     wait_for,
 )
 from playwright.sync_api import Browser
+from testlib import virtualenv_and_lock
 
 # The browser's own buttons and the cross-site checks run under /flower too.
 EVERY_PLATFORM = True
@@ -580,29 +580,9 @@ def test_flowers_virtualenv_is_exactly_the_lock(host: Any) -> None:
     """Nothing floats: the virtualenv holds every package of the hash-checked lock that applies to this host's
     Python (markers evaluated there), at its version, and no other."""
     app_root = ACCOUNT["flower_account_app_root"]
-    lock = host.file(f"{app_root}/requirements.lock").content_string
-    pins = [
-        re.match(r"^([A-Za-z0-9][\w.-]*==[^\s;\\]+)\s*(?:;\s*([^\\]+?))?\s*\\?$", line) for line in lock.splitlines()
-    ]
-    pins = [pin for pin in pins if pin]
-    markers = sorted({pin[2] for pin in pins if pin[2]})
-    evaluate = "import sys; from packaging.markers import Marker; print([Marker(m).evaluate() for m in sys.argv[1:]])"
-    command = "python3 -c %s" + " %s" * len(markers)
-    answers = json.loads(host.check_output(command, evaluate, *markers).lower())
-    applies = dict(zip(markers, answers, strict=True))
-    wanted = {normalized(pin[1]) for pin in pins if not pin[2] or applies[pin[2]]}
     venv = FLOWER["flower_venv"].replace("{{ flower_account_app_root }}", app_root)
-    freeze = host.run("%s/bin/python -m pip freeze", venv)
-    assert freeze.rc == 0, freeze.stderr
-    held = {normalized(line) for line in freeze.stdout.splitlines() if "==" in line}
+    held, wanted = virtualenv_and_lock(host, f"{app_root}/requirements.lock", venv)
     assert held == wanted, f"outside the lock: {sorted(held - wanted)}; missing: {sorted(wanted - held)}"
-    assert len(wanted) > 10, "the lock names only a few packages: not the whole closure"
-    assert lock.count("--hash=sha256:") >= len(pins)
-
-
-def normalized(pin: str) -> str:
-    name, _, version = pin.partition("==")
-    return f"{re.sub(r'[-_.]+', '-', name).lower()}=={version}"
 
 
 @pytest.mark.parametrize("group", ["secp521r1", "X448"])

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import base64
+import http.client
 import json
 import os
+import socket
+import ssl
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+import testinfra
 import yaml
 
 SCENARIO_DIR = Path(os.environ.get("MOLECULE_SCENARIO_DIRECTORY", Path(__file__).resolve().parents[1]))
@@ -25,6 +30,9 @@ FLOWER, MONITOR = (platform["name"] for platform in MOLECULE["platforms"])
 DOMAIN: str = GROUP_VARS["flower_domain"]
 ADMIN: dict[str, str] = GROUP_VARS["flower_users"][0]
 SECRETS = [GROUP_VARS["demo_broker_password"], ADMIN["password"]]
+# The local CA of the selfsigned mode, on the Flower host, and its copy on the monitoring host.
+LOCAL_CA = "/etc/ssl/flowerops/ca/ca.crt"
+CA_COPY = f"/etc/prometheus/flower-ca/{FLOWER}.crt"
 
 
 def only_on(host: Any, name: str) -> Any:
@@ -65,3 +73,34 @@ def flower_targets_up(monitor: Any) -> dict[str, str]:
         for t in prometheus_targets(monitor)
         if t["labels"].get("instance") == FLOWER and t["labels"]["job"] in ("flower", "flower_queues")
     }
+
+
+def flower_host() -> Any:
+    """The Flower platform, for tests that run on another (or on both)."""
+    return testinfra.get_host(f"docker://{FLOWER}")
+
+
+def request(
+    method: str, path: str, cafile: Path, login: tuple[str, str] | None, headers: dict[str, str] | None = None
+) -> tuple[int, bytes]:
+    """A request through the Flower host's nginx from this machine, by its public name, verifying the certificate."""
+    context = ssl.create_default_context(cafile=str(cafile))
+    raw = socket.create_connection((container_ip(flower_host()), 443), timeout=10)
+    connection = http.client.HTTPSConnection(DOMAIN, 443, context=context, timeout=10)
+    connection.sock = context.wrap_socket(raw, server_hostname=DOMAIN)
+    sent = {"Host": DOMAIN, **(headers or {})}
+    if login:
+        sent["Authorization"] = "Basic " + base64.b64encode(":".join(login).encode()).decode()
+    connection.request(method, path, headers=sent)
+    reply = connection.getresponse()
+    return reply.status, reply.read()
+
+
+def get(path: str, cafile: Path, login: tuple[str, str] | None) -> tuple[int, bytes]:
+    return request("GET", path, cafile, login)
+
+
+def served_ca(tmp_path: Path) -> Path:
+    path = tmp_path / "ca.crt"
+    path.write_text(flower_host().file(LOCAL_CA).content_string)
+    return path

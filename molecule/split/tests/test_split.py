@@ -8,60 +8,27 @@ re-deployed with the provided TLS mode is test_tls_provided.py's (it runs after 
 
 from __future__ import annotations
 
-import base64
-import http.client
 import json
-import socket
-import ssl
 import uuid
 from pathlib import Path
 from typing import Any
 
-import testinfra
 from conftest import (
     ADMIN,
+    CA_COPY,
     DOMAIN,
     FLOWER,
+    LOCAL_CA,
     PROJECT_DIR,
     SECRETS,
-    container_ip,
+    flower_host,
     flower_targets_up,
+    get,
+    request,
     run_playbook,
+    served_ca,
     wait_for,
 )
-
-LOCAL_CA = "/etc/ssl/flowerops/ca/ca.crt"
-CA_COPY = f"/etc/prometheus/flower-ca/{FLOWER}.crt"
-
-
-def flower_host() -> Any:
-    return testinfra.get_host(f"docker://{FLOWER}")
-
-
-def request(
-    method: str, path: str, cafile: Path, login: tuple[str, str] | None, headers: dict[str, str] | None = None
-) -> tuple[int, bytes]:
-    """A request through the Flower host's nginx from this machine, by its public name, verifying the certificate."""
-    context = ssl.create_default_context(cafile=str(cafile))
-    raw = socket.create_connection((container_ip(flower_host()), 443), timeout=10)
-    connection = http.client.HTTPSConnection(DOMAIN, 443, context=context, timeout=10)
-    connection.sock = context.wrap_socket(raw, server_hostname=DOMAIN)
-    sent = {"Host": DOMAIN, **(headers or {})}
-    if login:
-        sent["Authorization"] = "Basic " + base64.b64encode(":".join(login).encode()).decode()
-    connection.request(method, path, headers=sent)
-    reply = connection.getresponse()
-    return reply.status, reply.read()
-
-
-def get(path: str, cafile: Path, login: tuple[str, str] | None) -> tuple[int, bytes]:
-    return request("GET", path, cafile, login)
-
-
-def served_ca(tmp_path: Path) -> Path:
-    path = tmp_path / "ca.crt"
-    path.write_text(flower_host().file(LOCAL_CA).content_string)
-    return path
 
 
 def test_prometheus_scrapes_flower_across_the_network(monitor: Any) -> None:

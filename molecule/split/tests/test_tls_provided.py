@@ -12,12 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import testinfra
-from conftest import ADMIN, DOMAIN, FLOWER, MONITOR, flower_targets_up, run_playbook, wait_for
+from conftest import ADMIN, CA_COPY, DOMAIN, FLOWER, MONITOR, flower_targets_up, get, run_playbook, wait_for
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from test_split import CA_COPY, get
 
 
 def make_provided(tmp_path: Path) -> tuple[Path, Path, Path]:
