@@ -154,15 +154,17 @@ def without(key: str) -> dict[str, Any]:
     return {k: v for k, v in GROUP_VARS.items() if k != key}
 
 
+# Each expected text is the refusal's own (a task's banner, always printed, would match whatever happened).
+WRONG_TYPE = "argument 'flower_max_tasks' is of type str and we were unable to convert to int"
 BAD_INPUT: dict[str, tuple[Any, ...]] = {
-    "wrong type": ({**GROUP_VARS, "flower_max_tasks": "lots"}, "flower_max_tasks"),
+    "wrong type": ({**GROUP_VARS, "flower_max_tasks": "lots"}, WRONG_TYPE),
     "unknown state": ({**GROUP_VARS, "flower_service_state": "runing"}, "flower_service_state"),
     "missing secret": (without("flower_broker_url"), "flower_broker_url"),
     "prefix without slash": ({**GROUP_VARS, "flower_url_prefix": "flower"}, "flower_url_prefix"),
     "login without a password": ({**GROUP_VARS, "flower_users": [{"name": "admin", "role": "admin"}]}, "flower_users"),
     "non-ASCII password": (
         {**GROUP_VARS, "flower_users": [{"name": "admin", "password": "pässwörd-1234", "role": "admin"}]},
-        "ASCII",
+        "flower_users[0] ('admin'): the password must be printable ASCII",
     ),
     # Flower's own basic auth has no read-only login: a viewer there could act.
     "viewer in basic mode": ({**GROUP_VARS, "flower_auth_mode": "basic"}, "only admins"),
@@ -205,7 +207,7 @@ BAD_INPUT: dict[str, tuple[Any, ...]] = {
         "--playbook=playbooks/fixtures.yml",
     ),
     # Check mode validates as strictly as a real run.
-    "bad input in check mode": ({**GROUP_VARS, "flower_max_tasks": "lots"}, "flower_max_tasks", "--check"),
+    "bad input in check mode": ({**GROUP_VARS, "flower_max_tasks": "lots"}, WRONG_TYPE, "--check"),
     # Never contacted: the run stops in preflight.
     "remote broker not allowed": (
         {**GROUP_VARS, "flower_broker_url": "redis://:secret-pw@broker.example.invalid:6379/0"},

@@ -120,7 +120,8 @@ def submit_from_attacker(browser: Browser, host: Any, url: str) -> list[int]:
     try:
         assert page.goto(f"https://{DOMAIN}{prefix(host)}/", wait_until="networkidle").status == 200
         page.goto(url)
-        wait_for(lambda: [s for s in statuses if s != 401], timeout=15, interval=0.2)
+        answered = wait_for(lambda: [s for s in statuses if s != 401], timeout=15, interval=0.2)
+        assert answered, f"Flower never answered the cross-site form past the login prompt: {statuses}"
     finally:
         context.close()
     return statuses

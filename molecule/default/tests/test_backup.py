@@ -380,7 +380,8 @@ def test_low_free_space_fails_loudly_and_deletes_nothing(host: Any, tmp_path: Pa
         before = archives(host)
         since = host.run("date '+%Y-%m-%d %H:%M:%S'").stdout.strip()
         assert start_backup(host).rc != 0, "the backup ran although the volume is short of space"
-        assert host.service("flower-backup.service").is_running is False
+        result = host.run("systemctl show -p Result --value flower-backup.service").stdout.strip()
+        assert result == "exit-code", f"the refused backup's unit did not fail: {result}"
         errors = host.run("journalctl -u flower-backup -p err --since %s --no-pager -o cat", since).stdout
         assert "refusing to back up" in errors, errors
         assert archives(host) == before, "a refused backup changed the archives"

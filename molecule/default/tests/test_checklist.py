@@ -106,7 +106,7 @@ def damaged(host: Any) -> Iterator[None]:
 
 def test_damage_fails_exactly_the_damaged_items(host: Any, tmp_path: Path, backed_up: None, damaged: None) -> None:
     # nginx applies a reload in its new workers: wait until logins are really off.
-    wait_for(lambda: fetch(host, "/api/workers", auth=False)[0] == 200)
+    assert wait_for(lambda: fetch(host, "/api/workers", auth=False)[0] == 200), "nginx still asks for a login"
     run, report = audit(tmp_path / "damaged")
     output = run.stdout + run.stderr
     assert run.returncode != 0 and "fails the production checklist" in output

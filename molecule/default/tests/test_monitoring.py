@@ -86,11 +86,50 @@ def task_traffic(host: Any) -> None:
         assert host.run("demo-worker-call %s %s", task, args).rc == 0
 
 
+def series(result: list[dict[str, Any]], **labels: str) -> list[float]:
+    """Values of the series whose labels end with the given values (task names carry their module)."""
+    return [
+        float(one["value"][1])
+        for one in result
+        if all(one["metric"].get(name, "").endswith(value) for name, value in labels.items())
+    ]
+
+
+# What each panel must show on this host after task_traffic (an answer alone proves nothing: `up == 0` is one).
+PANEL_SHOWS: dict[str, tuple[str, Any]] = {
+    "Flower up": ("both Flowers up", lambda r: sorted(series(r)) == [1.0, 1.0]),
+    "Workers online": ("a worker online on each Flower", lambda r: len(r) == 2 and min(series(r)) >= 1),
+    "Worker online state": ("a worker online", lambda r: 1.0 in series(r)),
+    "Executing and prefetched tasks": ("a series per worker", lambda r: r and all("worker" in s["metric"] for s in r)),
+    "Task events by type": ("succeeded tasks", lambda r: any(v > 0 for v in series(r, type="task-succeeded"))),
+    "Task failure ratio (15m)": (
+        "fail failing and add not",
+        lambda r: any(v > 0 for v in series(r, task="fail")) and 0.0 in series(r, task="add"),
+    ),
+    "Task runtime p95": ("sleep([1]) taking a second or more", lambda r: any(v >= 1 for v in series(r, task="sleep"))),
+    "Prefetch time": (
+        "a series per worker and task",
+        lambda r: r and all({"worker", "task"} <= set(s["metric"]) for s in r),
+    ),
+    "Queue length": ("the celery queue", lambda r: len(series(r, queue="celery")) == 2),
+    "Queue exporter answering": ("both exporters answering", lambda r: sorted(series(r)) == [1.0, 1.0]),
+    "Newest heartbeat age": ("a heartbeat in the last 30 s", lambda r: r and min(series(r)) < 30),
+}
+
+
+def test_every_dashboard_panel_has_an_expectation() -> None:
+    assert {title for title, _ in panel_queries()} == set(PANEL_SHOWS)
+
+
 @pytest.mark.usefixtures("task_traffic")
 @pytest.mark.parametrize(("title", "expr"), panel_queries())
-def test_every_dashboard_panel_query_returns_data(host: Any, title: str, expr: str) -> None:
-    result = wait_for(lambda: prometheus(host, "/api/v1/query", query=expr)["result"], timeout=90, interval=5)
-    assert result, f"panel {title!r}: {expr} returned no data"
+def test_every_dashboard_panel_query_shows_this_hosts_state(host: Any, title: str, expr: str) -> None:
+    what, shows = PANEL_SHOWS[title]
+
+    def answer() -> list[dict[str, Any]]:
+        return prometheus(host, "/api/v1/query", query=expr)["result"]
+
+    assert wait_for(lambda: shows(answer()), timeout=90, interval=5), f"panel {title!r} should show {what}: {answer()}"
 
 
 @pytest.fixture
