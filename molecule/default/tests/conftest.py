@@ -70,6 +70,17 @@ def role_defaults(role: str) -> dict[str, Any]:
 
 FLOWER = role_defaults("flower")
 ACCOUNT = role_defaults("flower_account")
+# What a refused run or a read-only one (the health check, the checklist) must leave as it found: every role's
+# configuration, the firewall's rules, and the services' processes (a new MainPID is a restart). Not the
+# database or the logs: Flower and nginx write those whoever asks.
+FINGERPRINT = (
+    f"sha256sum /etc/systemd/system/flower.service {ACCOUNT['flower_account_config_dir']}/* "
+    "/etc/nginx/sites-available/* /etc/nginx/snippets/* /etc/nginx/conf.d/* /etc/nginx/flower.htpasswd "
+    "/etc/nginx/flower-upstream-auth.conf /etc/ufw/user.rules /etc/ufw/user6.rules "
+    "/etc/fail2ban/jail.d/* /etc/redis/users.acl /etc/systemd/system/demo-worker.service /etc/ansible/facts.d/* "
+    "2>/dev/null; systemctl show -p MainPID,ActiveEnterTimestamp flower nginx fail2ban redis-server demo-worker; "
+    "ufw status verbose"
+)
 USER, PASSWORD = LOGINS["admin"]["name"], LOGINS["admin"]["password"]
 
 

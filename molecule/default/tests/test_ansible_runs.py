@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 from conftest import (
-    ACCOUNT,
+    FINGERPRINT,
     GROUP_VARS,
     INSTANCE,
     PREFIX_INSTANCE,
@@ -36,12 +36,6 @@ PRODUCTION_ROLES = re.findall(r"role: (\w+),", (PROJECT_DIR / "playbooks" / "pre
 # not listed here (with the reason it cannot be fixed yet) fails the run.
 KNOWN_DEPRECATIONS: dict[str, str] = {}
 RECAP = r"{}\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)"
-# Files and service state that must not move when a run is refused.
-FINGERPRINT = (
-    f"sha256sum /etc/systemd/system/flower.service {ACCOUNT['flower_account_config_dir']}/* "
-    "/etc/redis/users.acl /etc/systemd/system/demo-worker.service; "
-    "systemctl show -p MainPID,ActiveEnterTimestamp flower redis-server demo-worker"
-)
 
 
 def run_site(

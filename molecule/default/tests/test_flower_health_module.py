@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import CA_ON_TARGET, PASSWORD, USER, base_url, wait_for, wait_until_healthy
+from conftest import CA_ON_TARGET, FINGERPRINT, PASSWORD, USER, base_url, wait_for, wait_until_healthy
 from testinfra.modules.ansible import AnsibleException
 
 # Every platform: the prefix one too.
@@ -48,9 +48,10 @@ def restores_services(host: Any) -> Iterator[Any]:
 
 
 def test_reports_healthy_on_the_converged_host(host: Any) -> None:
+    before = host.run(FINGERPRINT).stdout
     result = flower_health(host, retries=6, delay=5)
     assert result["healthy"] is True, result.get("msg")
-    assert result["changed"] is False
+    assert host.run(FINGERPRINT).stdout == before, "the health check changed the host"
     assert failed(result) == set()
     assert {"healthcheck", "api", "auth", "workers", "events", "tls"} <= {c["name"] for c in result["checks"]}
     assert result["workers_online"] >= 1
