@@ -28,6 +28,10 @@ from playwright.sync_api import sync_playwright
 CLOSED_TO_OTHERS = {9090: "Prometheus", 9093: "Alertmanager", 9094: "Alertmanager's gossip"}
 PORT_IDS = [f"{port}-{name}" for port, name in sorted(CLOSED_TO_OTHERS.items())]
 SSH_PORT = 22
+# The one console error of Debian 12's Prometheus pages, not ours: libjs-popper.js 1.16 installs popper.min.js
+# as an ES module (its classic build is under umd/), and the pages load it as a classic script. Bootstrap's
+# tooltips lose it; the page's data and its own script (jQuery, alerts.js) work.
+DEBIAN_PAGE_ERRORS = {"Unexpected token 'export'"}
 ATTEMPTS = 2
 TIMEOUT = 3.0
 
@@ -152,10 +156,12 @@ def test_the_ssh_tunnel_shows_prometheus_alerts_page_in_a_browser(tunnel: dict[i
             page.on("pageerror", lambda error: errors.append(str(error)))
             assert page.goto(f"{base}/classic/alerts", wait_until="networkidle").status == 200
             shown = page.inner_text("body")
+            scripted = page.evaluate("typeof window.jQuery")  # the pages' own scripts need it
         finally:
             browser.close()
     assert not [name for name in names if name not in shown], f"rules missing from the alerts page: {shown[:2000]}"
-    assert not errors, errors
+    assert [error for error in errors if error not in DEBIAN_PAGE_ERRORS] == [], errors
+    assert scripted == "function", "jQuery did not load: the classic pages' scripts cannot run"
 
 
 def test_the_ssh_tunnel_reaches_alertmanager_where_amtool_is_pointed(tunnel: dict[int, int]) -> None:
