@@ -81,9 +81,26 @@ def panel_queries() -> list[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def task_traffic(host: Any) -> None:
-    """Flower's task series exist once tasks ran since its last start (earlier tests restart it): run some."""
-    for task, args in (("add", "[1, 2]"), ("add", "[3, 4]"), ("fail", "[]"), ("sleep", "[1]")):
-        assert host.run("demo-worker-call %s %s", task, args).rc == 0
+    """Tasks of each kind, in two rounds. Flower's task series start with its first event since its last start
+    (earlier tests restart it), and a rate needs an increase between two scrapes of a series that exists: the
+    first round makes the series, the second, once Prometheus has scraped them, the increase."""
+
+    def one_round() -> None:
+        for task, args in (("add", "[1, 2]"), ("add", "[3, 4]"), ("fail", "[]"), ("sleep", "[1]")):
+            assert host.run("demo-worker-call %s %s", task, args).rc == 0
+
+    def scraped() -> bool:
+        wanted = {"task-succeeded", "task-failed"}
+        events = prometheus(host, "/api/v1/query", query=f'flower_events_total{{instance="{INSTANCE}"}}')["result"]
+        runtimes = prometheus(
+            host, "/api/v1/query", query=f'flower_task_runtime_seconds_count{{instance="{INSTANCE}"}}'
+        )
+        seen = {one["metric"].get("type") for one in events}
+        return wanted <= seen and any(one["metric"].get("task", "").endswith("sleep") for one in runtimes["result"])
+
+    one_round()
+    assert wait_for(scraped, timeout=60, interval=2), "Prometheus never scraped Flower's task series"
+    one_round()
 
 
 def series(result: list[dict[str, Any]], **labels: str) -> list[float]:
