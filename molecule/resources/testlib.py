@@ -10,6 +10,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+# Debian's chromium, which playwright drives for the browser tests.
+CHROMIUM = "/usr/bin/chromium"
+RECAP = r"{}\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)"
+
 
 def wait_for(predicate: Any, timeout: float = 60.0, interval: float = 1.0) -> Any:
     """Poll predicate until it returns a truthy value; bounded by timeout."""
@@ -49,6 +53,13 @@ def ansible_playbook(project_dir: Path, inventory: Path, playbook: str, *args: s
         timeout=900,
         check=False,
     )
+
+
+def recap(output: str, name: str) -> tuple[int, int, int, int]:
+    """ok, changed, unreachable and failed of host `name` in an ansible-playbook run's last recap."""
+    found = re.findall(RECAP.format(re.escape(name)), output)
+    assert found, output[-3000:]
+    return tuple(int(n) for n in found[-1])  # type: ignore[return-value]
 
 
 def virtualenv_and_lock(host: Any, lock_file: str, venv: str) -> tuple[set[str], set[str]]:

@@ -26,7 +26,7 @@ from playwright.sync_api import Browser, BrowserContext, sync_playwright
 SCENARIO_DIR = Path(os.environ.get("MOLECULE_SCENARIO_DIRECTORY", Path(__file__).resolve().parents[1]))
 PROJECT_DIR = SCENARIO_DIR.parents[1]
 sys.path.insert(0, str(PROJECT_DIR / "molecule" / "resources"))
-from testlib import ansible_playbook, container_ip, service_diagnostics, wait_for  # noqa: E402
+from testlib import CHROMIUM, ansible_playbook, container_ip, service_diagnostics, wait_for  # noqa: E402
 
 MOLECULE = yaml.safe_load((SCENARIO_DIR / "molecule.yml").read_text())
 GROUP_VARS: dict[str, Any] = MOLECULE["provisioner"]["inventory"]["group_vars"]["all"]
@@ -247,9 +247,6 @@ def pebble_root(host: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def front_door(host: Any, pebble_root: Path) -> FrontDoor:
     return FrontDoor(host, pebble_root)
-
-
-CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="module")

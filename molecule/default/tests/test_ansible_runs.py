@@ -26,6 +26,7 @@ from conftest import (
     role_defaults,
     run_playbook,
 )
+from testlib import recap
 
 EVERY_PLATFORM = True
 # Molecule's check-mode run and the health run cover both platforms at once (one run, each host in its own groups).
@@ -35,7 +36,6 @@ PRODUCTION_ROLES = re.findall(r"role: (\w+),", (PROJECT_DIR / "playbooks" / "pre
 # Deprecation warnings announce the next ansible-core upgrade's breakage: any
 # not listed here (with the reason it cannot be fixed yet) fails the run.
 KNOWN_DEPRECATIONS: dict[str, str] = {}
-RECAP = r"{}\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)"
 
 
 def run_site(
@@ -47,12 +47,6 @@ def run_site(
 def new_deprecations(output: str) -> list[str]:
     found = re.findall(r"\[DEPRECATION WARNING\]: (.*)", output)
     return [line for line in found if not any(known in line for known in KNOWN_DEPRECATIONS)]
-
-
-def recap(output: str, name: str = INSTANCE) -> tuple[int, int, int, int]:
-    found = re.findall(RECAP.format(re.escape(name)), output)
-    assert found, output[-3000:]
-    return tuple(int(n) for n in found[-1])  # type: ignore[return-value]
 
 
 def molecules_runs() -> list[str]:
@@ -126,7 +120,7 @@ def test_configuration_from_command_line_strings_changes_nothing(host: Any, tmp_
     assert "Ensure Flower's configuration is rendered" in output
     assert "Check Flower end to end" in output
     assert "virtualenv at the pinned versions" not in output, "a phase tag ran an install task"
-    _, changed, _, _ = recap(output)
+    _, changed, _, _ = recap(output, INSTANCE)
     assert changed == 0, (
         "strings from -e changed what the inventory's typed values deployed:\n"
         + "\n".join(line for line in output.splitlines() if line.startswith(("changed:", "TASK [")))[-3000:]

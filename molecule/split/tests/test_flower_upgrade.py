@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 from conftest import ADMIN, FLOWER, PROJECT_DIR, get, run_playbook, served_ca, wait_for
-from testlib import virtualenv_and_lock
+from testlib import recap, virtualenv_and_lock
 
 DEFAULTS = yaml.safe_load((PROJECT_DIR / "roles" / "flower" / "defaults" / "main.yml").read_text())
 PINS = ("flower_version", "flower_celery_version", "flower_broker_client_version")
@@ -42,12 +42,6 @@ def starts_since(flower: Any, since: int) -> int:
     return len(re.findall(r"^Started flower\.service", journal, re.MULTILINE))
 
 
-def recap_changed(output: str) -> int:
-    found = re.search(rf"{FLOWER}\s*:\s*ok=\d+\s+changed=(\d+)", output)
-    assert found, output[-3000:]
-    return int(found[1])
-
-
 def switch(flower: Any, pins: dict[str, str], preview: bool) -> None:
     """Step 5 of the guide: preview (optional), then the run; the virtualenv is the new lock, Flower started once."""
     before, _ = held_and_wanted(flower)
@@ -56,7 +50,7 @@ def switch(flower: Any, pins: dict[str, str], preview: bool) -> None:
     if preview:
         result = run_playbook(*common, "--check", "--diff")
         assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-        assert recap_changed(result.stdout) > 0, "the preview shows no change for new pins"
+        assert recap(result.stdout, FLOWER)[1] > 0, "the preview shows no change for new pins"
         assert held_and_wanted(flower)[0] == before, "the preview changed the virtualenv"
         assert flower.run("systemctl show -p MainPID --value flower").stdout.strip() == pid
     since = int(flower.check_output("date +%s")) - 1
