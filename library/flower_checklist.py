@@ -110,6 +110,12 @@ options:
     type: list
     elements: path
     default: []
+  logrotate_timer:
+    description:
+      - The timer that runs logrotate (item 12); it must be active, and the last run of the unit it starts must
+        not have failed.
+    type: str
+    default: logrotate.timer
   headers:
     description:
       - Response headers that must be on every answer (item 13).
@@ -151,7 +157,8 @@ options:
     default: ""
   runbook:
     description:
-      - The operator runbook installed on the host (item 15); it carries a line C(Last reviewed - YYYY-MM-DD).
+      - The operator runbook installed on the host (item 15); it carries a line C(Last reviewed - YYYY-MM-DD),
+        and names O(url), the configuration file Flower runs with and the directory of its database.
     type: path
     default: /usr/local/share/doc/flowerops/runbook.md
   runbook_max_age_days:
@@ -205,13 +212,16 @@ notes:
     through nginx; 4 ufw active, default deny incoming, no rule for a forbidden port, no managed port open wider than
     its managed rules; 5 unit enabled and active;
     6 the unit's cgroup has a memory and CPU limit; 7 C(persistent) on in the configuration Flower runs with, and
-    its database opens with Flower's Python; 8 C(max_tasks) set, equal to O(memory_need_max_tasks), and
-    O(memory_need_bytes) fits C(MemoryMax); 9 Flower's metrics answer, and Prometheus scrapes this host (target
+    its database opens with Flower's Python; 8 C(max_tasks) set, equal to O(memory_need_max_tasks),
+    O(memory_need_bytes) fits C(MemoryMax), and Flower's configuration file not changed since it started (the
+    tasks it holds are evidence); 9 Flower's metrics answer, and Prometheus scrapes this host (target
     up) or an external one is declared; 10 rule file present, C(promtool check rules) passes, and Prometheus
     loaded it; 11 timer active, and the backup's status file says its last run succeeded with a verified archive
-    less than twice the timer's interval ago; 12 logrotate files valid; 13 header set on a refused and on an
-    admitted answer; 14 a burst gets HTTP 429; 15 runbook present and reviewed recently; 16 every user logs in and
-    every viewer is refused a write.
+    less than twice the timer's interval ago; 12 logrotate files valid, logrotate's timer active and its last run
+    not failed; 13 header set on a refused and on an
+    admitted answer; 14 a burst gets HTTP 429; 15 runbook present, reviewed recently, and naming this
+    host's URL, Flower's configuration file and its state's directory; 16 every user logs in,
+    every viewer is refused a write, and a wrong password is refused.
 requirements:
   - ufw, logrotate, systemd, iproute2 (C(ss)) on the host
 """
@@ -327,7 +337,11 @@ NAMES = {
     16: "Team access tested",
 }
 # A task name no worker has: a write that reaches Flower gets 404 "Unknown task" and changes nothing.
+# Item 16's wrong password (never anybody's: it names itself).
+WRONG_PASSWORD = "flowerops-checklist-wrong-password"
 HARMLESS_WRITE = "/api/task/async-apply/flowerops.checklist.no-such-task"
+# Flower's task table (the Tasks page's data): its recordsTotal is the number of tasks Flower holds.
+TASK_TABLE = "/tasks/datatable?draw=1&start=0&length=1&order%5B0%5D%5Bcolumn%5D=0&columns%5B0%5D%5Bdata%5D=name"
 REVIEWED = re.compile(r"Last reviewed:\s*(\d{4}-\d{2}-\d{2})")
 # The layout of the backup's status file this audit reads (flower_backup.py's STATUS_SCHEMA).
 BACKUP_STATUS_SCHEMA = 1
@@ -366,7 +380,8 @@ class Audit:
         self.client = self.make_client()
         self.unit = self.systemctl_show(
             self.params["service"],
-            "UnitFileState ActiveState SubState MainPID ControlGroup MemoryMax MemoryCurrent CPUQuotaPerSecUSec",
+            "UnitFileState ActiveState SubState MainPID ControlGroup MemoryMax MemoryCurrent CPUQuotaPerSecUSec "
+            "ExecMainStartTimestampMonotonic",
         )
         self.pid = int(self.unit.get("MainPID") or 0)
         self.cwd = os.readlink(f"/proc/{self.pid}/cwd") if self.pid else "/"
@@ -412,7 +427,8 @@ class Audit:
         options: dict[str, object] = {}
         conf = next((arg.split("=", 1)[1] for arg in argv if arg.startswith("--conf=")), "")
         if conf:
-            options.update(_literal_assignments(os.path.join(self.cwd, conf)))
+            options["_conf"] = os.path.join(self.cwd, conf)
+            options.update(_literal_assignments(str(options["_conf"])))
         for arg in argv:
             if arg.startswith("--") and "=" in arg:
                 key, value = arg[2:].split("=", 1)
@@ -588,7 +604,39 @@ class Audit:
         if not limit.isdigit():
             return Verdict(False, f"max_tasks {max_tasks}, but no MemoryMax bounds it")
         ok = max_tasks > 0 and need <= int(limit)
-        return Verdict(ok, f"max_tasks {max_tasks}: a state save needs ~{_size(need)}, MemoryMax {_size(int(limit))}")
+        seen = f"max_tasks {max_tasks}: a state save needs ~{_size(need)}, MemoryMax {_size(int(limit))}"
+        stale = self.changed_since_start(str(self.config.get("_conf", "")))
+        if stale:
+            return Verdict(False, f"{stale}: the max_tasks in force is not known (restart Flower); {seen}")
+        return Verdict(ok, f"{seen}; {self.tasks_held()}")
+
+    def changed_since_start(self, path: str) -> str:
+        """What says the running Flower may not run with the file at path: its modification after Flower started."""
+        started = int(self.unit.get("ExecMainStartTimestampMonotonic") or 0) / 1e6
+        if not path or not self.pid or not started:
+            return ""
+        try:
+            modified = os.stat(path).st_mtime
+        except OSError as exc:
+            return f"{path}: {exc.strerror}"
+        # The unit's start on the monotonic clock, placed on the wall clock the file's time is on.
+        started_at = time.time() - (time.monotonic() - started)
+        if modified > started_at + 1:
+            return f"{path} changed {_duration(modified - started_at)} after Flower started"
+        return ""
+
+    def tasks_held(self) -> str:
+        """How many tasks the running Flower holds (its task table's total), read with the first admin's login."""
+        admin = next((user for user in self.params["users"] if user["role"] == "admin"), None)
+        if not admin:
+            return "tasks held not read (no admin login)"
+        client = self.make_client(admin["name"], admin["password"])
+        try:
+            reply = client.get(TASK_TABLE)
+            held = json.loads(reply.text())["recordsTotal"] if reply.status == 200 else None
+        except (FetchError, ValueError, KeyError, TypeError):
+            held = None
+        return f"Flower holds {held} tasks" if isinstance(held, int) else "tasks held not readable"
 
     def item_9(self) -> Verdict:
         problems, seen = [], []
@@ -689,7 +737,25 @@ class Audit:
             else:
                 logs = len(re.findall(r"considering log", out))
                 seen.append(f"{path} valid (rotates {logs} log{'s' if logs != 1 else ''})")
+        timer_ok, timer_seen = self.logrotate_runs()
+        (seen if timer_ok else problems).append(timer_seen)
         return Verdict(not problems, "; ".join(problems + seen))
+
+    def logrotate_runs(self) -> tuple[bool, str]:
+        """Whether logrotate really runs: its timer active, and the last run of its unit not failed."""
+        timer = self.params["logrotate_timer"]
+        state = self.systemctl_show(timer, "ActiveState UnitFileState Unit LastTriggerUSec")
+        if state.get("ActiveState") != "active":
+            installed = state.get("UnitFileState") or "not installed"
+            return False, f"{timer} is {state.get('ActiveState', 'unknown')} ({installed}): nothing rotates"
+        unit = state.get("Unit") or timer.replace(".timer", ".service")
+        last = self.systemctl_show(unit, "Result ExecMainStatus")
+        last_run = state.get("LastTriggerUSec") or ""
+        when = f"last run {last_run}" if last_run and last_run != "n/a" else "not run since boot"
+        if last.get("Result", "success") != "success":
+            status = last.get("ExecMainStatus", "?")
+            return False, f"the last rotation failed ({unit}: {last.get('Result')}, exit status {status}; {when})"
+        return True, f"{timer} active, {when}"
 
     def item_13(self) -> Verdict:
         admin = next((user for user in self.params["users"] if user["role"] == "admin"), None)
@@ -737,7 +803,24 @@ class Audit:
         except ValueError:
             return Verdict(False, f"{path}: last reviewed {match.group(1)!r} is not a date")
         limit = self.params["runbook_max_age_days"]
-        return Verdict(0 <= age <= limit, f"{path} last reviewed {match.group(1)}, {age} days ago (max {limit})")
+        reviewed = f"{path} last reviewed {match.group(1)}, {age} days ago (max {limit})"
+        if not 0 <= age <= limit:
+            return Verdict(False, reviewed)
+        missing = [name for name in self.runbook_names() if name not in text]
+        if missing:
+            return Verdict(False, f"{reviewed}, but it does not name this host's {', '.join(missing)}")
+        return Verdict(True, f"{reviewed}; names {', '.join(self.runbook_names())}")
+
+    def runbook_names(self) -> list[str]:
+        """What the runbook must name here: this URL, the file of Flower's settings, its state's directory."""
+        names = [self.params["url"].rstrip("/")]
+        conf = str(self.config.get("_conf", ""))
+        db = str(self.config.get("db", ""))
+        if conf:
+            names.append(conf)
+        if db:
+            names.append(os.path.dirname(os.path.join(self.cwd, db)) + "/")
+        return names
 
     def item_16(self) -> Verdict:
         users = self.params["users"]
@@ -762,6 +845,16 @@ class Audit:
                         seen.append(f"{user['name']}'s write refused (403)")
             except FetchError as exc:
                 problems.append(str(exc))
+        # Logins that work prove nothing if any password does: a wrong one must be refused.
+        name = users[0]["name"]
+        try:
+            wrong = self.make_client(name, WRONG_PASSWORD).get("/api/workers")
+            if wrong.status == 401:
+                seen.append(f"a wrong password for {name} refused (401)")
+            else:
+                problems.append(f"a wrong password for {name} got {wrong.describe()}, not 401: logins are not checked")
+        except FetchError as exc:
+            problems.append(str(exc))
         return Verdict(not problems, "; ".join(problems + seen))
 
 
@@ -1138,6 +1231,7 @@ def main() -> None:
             backup_timer=dict(type="str", default="flower-backup.timer"),
             backup_status_file=dict(type="path"),
             logrotate_files=dict(type="list", elements="path", default=[]),
+            logrotate_timer=dict(type="str", default="logrotate.timer"),
             headers=dict(
                 type="list",
                 elements="str",

@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -117,6 +118,9 @@ def test_runbook_review_age(audit: Callable[..., ModuleRun], tmp_path: Path) -> 
     runbook.write_text(f"# Flower runbook\n\nLast reviewed: {fresh} by ops\n")
     # Nothing answers on this port: the HTTP items fail fast, the runbook is read all the same.
     args = dict(url="https://127.0.0.1:9/", runbook=str(runbook), burst_max=1, timeout=2)
+    # Reviewed, but it does not name this host's URL (no Flower runs here: the URL is all it must name).
+    assert "does not name this host's https://127.0.0.1:9" in items(audit(**args))[15]["evidence"]
+    runbook.write_text(f"# Flower runbook\n\nLast reviewed: {fresh} by ops\n\nURL: https://127.0.0.1:9\n")
     assert items(audit(**args))[15]["status"] == "PASS"
     assert items(audit(**args, runbook_max_age_days=5))[15]["status"] == "FAIL"
     runbook.write_text("# Flower runbook\n")
@@ -184,10 +188,27 @@ MIB = 1048576
     ids=["not given", "zero", "for another max_tasks", "fits", "too big"],
 )  # fmt: skip
 def test_item_8_judges_the_figure_it_is_given(checklist: ModuleType, params: dict, ok: bool, evidence: str) -> None:
-    given = {"memory_need_bytes": None, "memory_need_max_tasks": None, **params}
+    given = {"memory_need_bytes": None, "memory_need_max_tasks": None, "users": [], **params}
     audit = auditor(checklist, {"max_tasks": 10000}, {"MemoryMax": str(256 * MIB)}, **given)
     verdict = audit.item_8()
     assert (verdict.ok, evidence in verdict.evidence) == (ok, True), verdict.evidence
+
+
+def test_item_8_fails_a_configuration_changed_after_flower_started(checklist: ModuleType, tmp_path: Path) -> None:
+    """The file says max_tasks 10000, but Flower started 100 s before it was written: the value in force is not
+    known until a restart."""
+    conf = tmp_path / "flowerconfig.py"
+    conf.write_text("max_tasks = 10000\n")
+    started = {"ExecMainStartTimestampMonotonic": str(int((time.monotonic() - 100) * 1e6)), "MemoryMax": str(256 * MIB)}
+    figure = {"memory_need_bytes": 180 * MIB, "memory_need_max_tasks": 10000, "users": []}
+    audit = auditor(checklist, {"max_tasks": 10000, "_conf": str(conf)}, started, **figure)
+    audit.pid = 1
+    verdict = audit.item_8()
+    assert not verdict.ok and f"{conf} changed 100 s after Flower started" in verdict.evidence, verdict.evidence
+    # Written before the start: the file is what Flower runs with.
+    os.utime(conf, (time.time() - 200, time.time() - 200))
+    verdict = audit.item_8()
+    assert verdict.ok and "max_tasks 10000" in verdict.evidence, verdict.evidence
 
 
 def test_item_7_asks_flowers_python_which_files_the_database_is(checklist: ModuleType, tmp_path: Path) -> None:

@@ -1,0 +1,104 @@
+"""Drills on the Flower host: faults made on purpose, bounded and stopping by themselves, each ending with the
+host serving again by itself. This module runs first (file order), so the rest of the scenario (the upgrade,
+the checklist in test_split.py) runs on the host the drills left.
+
+- kill -9 Flower: systemd starts it again (Restart=on-failure) and it comes back with every task of its last
+  save.
+- Reboot: the container restarts through systemd's own shutdown, as `reboot` does; every unit comes up again,
+  nothing failed, and playbooks/health.yml passes with nobody touching anything.
+
+The seconds each took are printed and written to .artifacts/drills.json (README, "What survives what").
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from conftest import ADMIN, FLOWER, PROJECT_DIR, get, run_playbook, served_ca, wait_for
+
+FIGURES = PROJECT_DIR / ".artifacts" / "drills.json"
+
+
+def record(name: str, seconds: float) -> None:
+    figures = json.loads(FIGURES.read_text()) if FIGURES.exists() else {}
+    figures[name] = round(seconds, 1)
+    FIGURES.parent.mkdir(parents=True, exist_ok=True)
+    FIGURES.write_text(json.dumps(figures, indent=2) + "\n")
+    print(f"{name}: {seconds:.1f} s")
+
+
+def send_task(flower: Any) -> str:
+    sent = flower.run("demo-worker-call add '[20, 22]'")
+    assert sent.rc == 0, sent.stderr
+    return sent.stdout.strip().splitlines()[-1]
+
+
+def task_state(task_id: str, ca: Path) -> str:
+    try:
+        status, body = get(f"/api/task/info/{task_id}", ca, (ADMIN["name"], ADMIN["password"]))
+    except OSError as exc:
+        return str(exc)
+    return json.loads(body).get("state", "") if status == 200 else f"HTTP {status}"
+
+
+def main_pid(flower: Any) -> int:
+    return int(flower.run("systemctl show -p MainPID --value flower").stdout.strip() or 0)
+
+
+def answers(ca: Path) -> bool:
+    try:
+        return get("/healthcheck", ca, None)[0] == 200
+    except OSError:
+        return False
+
+
+def test_kill_9_flower_comes_back_with_its_last_save(flower: Any, tmp_path: Path) -> None:
+    ca = served_ca(tmp_path)
+    task_id = send_task(flower)
+    assert wait_for(lambda: task_state(task_id, ca) == "SUCCESS", timeout=60), task_state(task_id, ca)
+    # Flower saves its state on a clean stop: after this restart the task is in the last save.
+    assert flower.run("systemctl restart flower").rc == 0
+    assert wait_for(lambda: task_state(task_id, ca) == "SUCCESS", timeout=30), task_state(task_id, ca)
+
+    pid, since = main_pid(flower), int(flower.check_output("date +%s"))
+    killed = time.monotonic()
+    assert flower.run(f"kill -9 {pid}").rc == 0
+    assert wait_for(lambda: main_pid(flower) not in (0, pid) and answers(ca), timeout=60), "Flower did not come back"
+    record("kill_9_flower_back_s", time.monotonic() - killed)
+    journal = flower.run("journalctl -u flower --no-pager -o cat --since @%s", str(since)).stdout
+    assert "status=9/KILL" in journal, journal[-2000:]
+    assert task_state(task_id, ca) == "SUCCESS", "the task of the last save is gone"
+
+
+def test_after_a_reboot_every_unit_is_up_and_the_health_check_passes(flower: Any, tmp_path: Path) -> None:
+    ca = served_ca(tmp_path)
+    task_id = send_task(flower)
+    assert wait_for(lambda: task_state(task_id, ca) == "SUCCESS", timeout=60), task_state(task_id, ca)
+    started = time.monotonic()
+    # docker stops the container with its stop signal (SIGRTMIN+3: systemd's own shutdown, stopping every unit).
+    subprocess.run(["docker", "restart", "--time", "90", FLOWER], check=True, capture_output=True, timeout=150)
+
+    def booted() -> str:
+        return flower.run("systemctl is-system-running").stdout.strip()
+
+    assert wait_for(lambda: booted() in ("running", "degraded"), timeout=90), booted()
+    assert booted() == "running", flower.run("systemctl --failed --no-legend").stdout
+    assert wait_for(lambda: answers(ca), timeout=60), "nginx and Flower do not answer after the reboot"
+    record("reboot_flower_answers_s", time.monotonic() - started)
+    for unit in ("flower", "nginx", "redis-server", "demo-worker", "fail2ban", "flower-backup.timer"):
+        assert flower.service(unit).is_running, unit
+    assert "Status: active" in flower.check_output("ufw status")
+    assert task_state(task_id, ca) == "SUCCESS", "Flower lost the tasks it saved on the way down"
+    # The health check (workers online and events flowing included), with nobody touching anything.
+    runs: list[subprocess.CompletedProcess[str]] = []
+
+    def healthy() -> bool:
+        runs.append(run_playbook("playbooks/health.yml", "--limit", FLOWER))
+        return runs[-1].returncode == 0
+
+    assert wait_for(healthy, timeout=120, interval=5), (runs[-1].stdout + runs[-1].stderr)[-3000:]
+    record("reboot_health_check_passes_s", time.monotonic() - started)
