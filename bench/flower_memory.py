@@ -32,22 +32,8 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-import yaml
 from celery import Celery
-
-ROLE = Path(__file__).resolve().parents[1] / "roles" / "flower"
-
-
-def sizing_rule() -> tuple[float, float, float]:
-    """(base MiB, per-task KiB, save factor): the figures preflight's rule uses."""
-    internal = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())
-    defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
-    return (
-        float(internal["_flower_memory_base_mib"]),
-        float(defaults["flower_memory_per_task_kib"]),
-        float(internal["_flower_memory_save_factor"]),
-    )
-
+from flower_state import sizing_rule
 
 MIB = 1024 * 1024
 
@@ -167,7 +153,8 @@ def main() -> int:
         return 0
     print(f"payload: {args.payload} extra bytes in each task's args and result")
     print(f"{'tasks':>7} {'RSS MiB':>8} {'peak MiB':>9} {'rule MiB':>9} {'ingest s':>9} {'stop s':>7} {'db MiB':>7}")
-    base_mib, per_task_kib, save_factor = sizing_rule()
+    role_rule = sizing_rule()
+    base_mib, per_task_kib, save_factor = role_rule["base_mib"], role_rule["per_task_kib"], role_rule["save_factor"]
     for row in rows:
         rule = save_factor * (base_mib + per_task_kib * row["tasks"] / 1024)
         print(
