@@ -1185,10 +1185,11 @@ def _read(path: str, limit: int = 4096) -> str:
         return ""
 
 
-def audit(module: AnsibleModule, waivers: dict[int, str]) -> list[dict[str, object]]:
+def audit(module: AnsibleModule, waivers: dict[int, str], numbers: tuple[int, ...] = ORDER) -> list[dict[str, object]]:
+    """The items' verdicts, in ORDER (or the subset numbers, in that order), sorted by number."""
     auditor = Audit(module)
     results: dict[int, dict[str, object]] = {}
-    for number in ORDER:
+    for number in (number for number in ORDER if number in numbers):
         check: Callable[[], Verdict] = getattr(auditor, f"item_{number}")
         try:
             verdict = check()
@@ -1214,54 +1215,58 @@ def parse_waivers(module: AnsibleModule) -> dict[int, str]:
     return waivers
 
 
+# The module's arguments; flowerops-checklist-watch (the flower_checklist role's timer) takes its defaults from here.
+ARGUMENT_SPEC = dict(
+    url=dict(type="str", required=True),
+    unix_socket=dict(type="path"),
+    ca_path=dict(type="path"),
+    timeout=dict(type="float", default=10),
+    cert_min_days=dict(type="int", default=14),
+    health=dict(type="dict", default={}),
+    service=dict(type="str", default="flower.service"),
+    forbidden_ports=dict(type="list", elements="int", required=True),
+    managed_marker=dict(type="str", default="flowerops"),
+    memory_need_bytes=dict(type="int"),
+    memory_need_max_tasks=dict(type="int"),
+    backup_timer=dict(type="str", default="flower-backup.timer"),
+    backup_status_file=dict(type="path"),
+    logrotate_files=dict(type="list", elements="path", default=[]),
+    logrotate_timer=dict(type="str", default="logrotate.timer"),
+    headers=dict(
+        type="list",
+        elements="str",
+        default=[
+            "Strict-Transport-Security",
+            "X-Content-Type-Options",
+            "X-Frame-Options",
+            "Referrer-Policy",
+            "Content-Security-Policy",
+            "Permissions-Policy",
+        ],
+    ),
+    burst_max=dict(type="int", default=100),
+    monitoring=dict(type="dict", default={}),
+    instance=dict(type="str", default=""),
+    external_prometheus=dict(type="str", default=""),
+    runbook=dict(type="path", default="/usr/local/share/doc/flowerops/runbook.md"),
+    runbook_max_age_days=dict(type="int", default=180),
+    users=dict(
+        type="list",
+        elements="dict",
+        default=[],
+        options=dict(
+            name=dict(type="str", required=True),
+            password=dict(type="str", required=True, no_log=True),
+            role=dict(type="str", choices=["admin", "viewer"], default="admin"),
+        ),
+    ),
+    waivers=dict(type="dict", default={}),
+)
+
+
 def main() -> None:
     module = AnsibleModule(
-        argument_spec=dict(
-            url=dict(type="str", required=True),
-            unix_socket=dict(type="path"),
-            ca_path=dict(type="path"),
-            timeout=dict(type="float", default=10),
-            cert_min_days=dict(type="int", default=14),
-            health=dict(type="dict", default={}),
-            service=dict(type="str", default="flower.service"),
-            forbidden_ports=dict(type="list", elements="int", required=True),
-            managed_marker=dict(type="str", default="flowerops"),
-            memory_need_bytes=dict(type="int"),
-            memory_need_max_tasks=dict(type="int"),
-            backup_timer=dict(type="str", default="flower-backup.timer"),
-            backup_status_file=dict(type="path"),
-            logrotate_files=dict(type="list", elements="path", default=[]),
-            logrotate_timer=dict(type="str", default="logrotate.timer"),
-            headers=dict(
-                type="list",
-                elements="str",
-                default=[
-                    "Strict-Transport-Security",
-                    "X-Content-Type-Options",
-                    "X-Frame-Options",
-                    "Referrer-Policy",
-                    "Content-Security-Policy",
-                    "Permissions-Policy",
-                ],
-            ),
-            burst_max=dict(type="int", default=100),
-            monitoring=dict(type="dict", default={}),
-            instance=dict(type="str", default=""),
-            external_prometheus=dict(type="str", default=""),
-            runbook=dict(type="path", default="/usr/local/share/doc/flowerops/runbook.md"),
-            runbook_max_age_days=dict(type="int", default=180),
-            users=dict(
-                type="list",
-                elements="dict",
-                default=[],
-                options=dict(
-                    name=dict(type="str", required=True),
-                    password=dict(type="str", required=True, no_log=True),
-                    role=dict(type="str", choices=["admin", "viewer"], default="admin"),
-                ),
-            ),
-            waivers=dict(type="dict", default={}),
-        ),
+        argument_spec=ARGUMENT_SPEC,
         supports_check_mode=True,
     )
     problem = url_problem(module.params["url"])

@@ -521,3 +521,40 @@ def test_every_evidence_is_one_sane_line_of_whole_words(
         assert cut_words(evidence) == [], (number, evidence)
         assert not re.search(r'[{}]|"\w+": ', evidence), (number, evidence)  # no slice of raw JSON
         assert not re.search(r"\b\d{4,} bytes\b", evidence), (number, evidence)  # sizes in units
+
+
+WATCHER = PROJECT / "roles" / "flower_checklist" / "files" / "checklist_watch.py"
+
+
+def test_the_watcher_observes_what_the_module_observes(
+    audit: Callable[..., ModuleRun], real_flower: RealFlower, tmp_path: Path
+) -> None:
+    """checklist_watch.py (the flower_checklist role's timer) runs the module's own audit() with its stand-ins for
+    AnsibleModule and Ansible's Request, from the files as the role copies them: against the same real Flower
+    over TLS, the items it observes get the module's verdicts and evidence, and each is published for
+    Prometheus."""
+    settings = {"url": real_flower.url, "ca_path": str(real_flower.ca), "runbook": str(tmp_path / "none.md")}
+    module = items(audit(**settings, burst_max=1))
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for source in (CHECKLIST, PROJECT / "module_utils" / "flower_probe.py", WATCHER):
+        shutil.copy(source, lib)
+    (tmp_path / "settings.json").write_text(json.dumps({**FORBIDDEN, **settings}))
+    out = tmp_path / "checklist.prom"
+    # The host's own Python, isolated (-I), as the unit runs it: nothing of Ansible's is importable.
+    run = subprocess.run(
+        [sys.executable, "-I", str(lib / "checklist_watch.py"), "--config", str(tmp_path / "settings.json"),
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    published = dict(re.findall(r'^flowerops_checklist_item_passing\{item="(\d+)",name="[^"]*"\} (\S+)$',
+                                out.read_text(), re.MULTILINE))  # fmt: skip
+    watched = (1, 2, 3, 4, 5, 6, 7, 8, 11, 12, 13, 15)
+    assert sorted(map(int, published)) == list(watched)
+    for number in watched:
+        line = f"item {number} {module[number]['status']}: {module[number]['name']}: {module[number]['evidence']}"
+        assert line in run.stdout, (line, run.stdout)
+        assert float(published[str(number)]) == (1.0 if module[number]["status"] == "PASS" else 0.0)
+    # This Flower's basic auth refuses anonymous requests, and its certificate verifies: not every item fails.
+    assert published["1"] == "1.0" and module[1]["status"] == "PASS"

@@ -1,6 +1,7 @@
 """Prometheus on the monitoring host (here the Flower host itself) scrapes Flower and the queue exporter through
 nginx over HTTPS, has the alert rules loaded, answers every Grafana panel's query with data, and the worker-offline
-alert goes pending, then firing, and reaches a webhook through Alertmanager when the sample worker stops."""
+alert goes pending, then firing, and reaches a webhook through Alertmanager when the sample worker stops; and the
+checklist's watcher (a timer on each Flower host) makes damage alert with nobody running Ansible."""
 
 from __future__ import annotations
 
@@ -11,7 +12,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import INSTANCE, PROJECT_DIR, service_diagnostics, wait_for, wait_until_healthy
+from conftest import (
+    INSTANCE,
+    PROJECT_DIR,
+    SECRETS,
+    first_platform_only,
+    service_diagnostics,
+    wait_for,
+    wait_until_healthy,
+)
 from conftest import PREFIX_INSTANCE as OTHER
 
 DASHBOARD = PROJECT_DIR / "roles" / "flower_monitoring" / "files" / "flower-dashboard.json"
@@ -216,3 +225,50 @@ def test_worker_offline_alert_fires_and_reaches_the_webhook(host: Any, receiver:
     assert silenced, host.run(f"{amtool} silence query").stdout
     assert host.run(f"{amtool} silence expire %s", silence.stdout.strip()).rc == 0
     assert silence.stdout.strip() not in host.run(f"{amtool} silence query -q").stdout
+
+
+# Damages the watcher must see on its own (item: damage, repair); the checklist test shows each failing its item.
+WATCHED = {
+    "4": ("ufw --force disable", "ufw --force enable"),
+    "5": ("systemctl disable flower.service", "systemctl enable flower.service"),
+    "11": ("systemctl stop flower-backup.timer", "systemctl start flower-backup.timer"),
+}
+
+
+def watched_items(host: Any) -> dict[str, float]:
+    """item -> flowerops_checklist_item_passing of this host, as Prometheus last scraped it."""
+    result = prometheus(host, "/api/v1/query", query=f'flowerops_checklist_item_passing{{instance="{INSTANCE}"}}')
+    return {sample["metric"]["item"]: float(sample["value"][1]) for sample in result["result"]}
+
+
+def checklist_alerts(host: Any) -> dict[str, str]:
+    """item -> state of this host's FlowerChecklistItemFailing alerts in Alertmanager (its v2 API, amtool's)."""
+    url = "http://127.0.0.1:9093/api/v2/alerts?filter=alertname%3D%22FlowerChecklistItemFailing%22"
+    cmd = host.run("python3 -c %s %s", _GET, url)
+    assert cmd.rc == 0, cmd.stderr + service_diagnostics(host, "prometheus-alertmanager.service")
+    alerts = [alert for alert in json.loads(cmd.stdout) if alert["labels"].get("instance") == INSTANCE]
+    return {alert["labels"]["item"]: alert["status"]["state"] for alert in alerts}
+
+
+def test_the_watcher_alerts_on_damage_with_nobody_running_ansible(host: Any, receiver: None) -> None:
+    first_platform_only(host)
+    every = {"1", "2", "3", "4", "5", "6", "7", "8", "11", "12", "13", "15"}
+    passing = wait_for(lambda: (items := watched_items(host)) and set(items) == every and set(items.values()) == {1.0})
+    assert passing, watched_items(host)
+    for damage, _repair in WATCHED.values():
+        assert host.run(damage).rc == 0, damage
+    try:
+        fired = wait_for(lambda: set(checklist_alerts(host)) == set(WATCHED), timeout=120, interval=3)
+        assert fired, (checklist_alerts(host), watched_items(host))
+        assert set(checklist_alerts(host).values()) == {"active"}
+        assert wait_for(lambda: delivered(host, "FlowerChecklistItemFailing"), timeout=60, interval=2)
+    finally:
+        for _damage, repair in WATCHED.values():
+            host.run(repair)
+    assert wait_for(lambda: not checklist_alerts(host), timeout=120, interval=3), checklist_alerts(host)
+    assert set(watched_items(host).values()) == {1.0}
+    # Read-only, and nothing secret in what it wrote to the journal.
+    journal = host.run("journalctl -u flowerops-checklist-watch --no-pager -o cat -n 200").stdout
+    assert "item 4 FAIL: Firewall rules configured: ufw is not active" in journal
+    for secret in SECRETS:
+        assert secret not in journal

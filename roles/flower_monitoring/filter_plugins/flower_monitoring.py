@@ -12,7 +12,8 @@ from typing import Any
 
 
 def flower_scrape_targets(hosts: list[str], hostvars: Any) -> list[dict[str, Any]]:
-    """Scrape targets (name, address, server_name, url_prefix, queues, ca_pem) of the hosts that opt in."""
+    """Scrape targets (name, address, server_name, url_prefix, queues, checklist, ca_pem) of the hosts that opt
+    in."""
     targets = []
     for name in hosts:
         local = hostvars[name].get("ansible_local") or {}
@@ -26,6 +27,7 @@ def flower_scrape_targets(hosts: list[str], hostvars: Any) -> list[dict[str, Any
                 "server_name": proxy["domain"],
                 "url_prefix": proxy.get("url_prefix", ""),
                 "queues": bool(proxy.get("queues", False)),
+                "checklist": bool(proxy.get("checklist_metrics_file")),
                 "ca_pem": (local.get("flower_tls") or {}).get("ca_pem", ""),
             }
         )
