@@ -384,11 +384,18 @@ class Audit:
             "ExecMainStartTimestampMonotonic",
         )
         self.pid = int(self.unit.get("MainPID") or 0)
-        self.cwd = os.readlink(f"/proc/{self.pid}/cwd") if self.pid else "/"
+        self.cwd = self.process_cwd()
         self.config = self.flower_config()
         self.listening = self.listeners()  # items 3 and 4
 
     # --- helpers ---
+
+    def process_cwd(self) -> str:
+        """Flower's working directory (its relative paths start there); "/" when it has no process (any more)."""
+        try:
+            return os.readlink(f"/proc/{self.pid}/cwd") if self.pid else "/"
+        except OSError:
+            return "/"
 
     def make_client(self, username: str | None = None, password: str | None = None) -> FlowerClient:
         return FlowerClient(
