@@ -397,6 +397,10 @@ class Audit:
         except OSError:
             return "/"
 
+    def first_admin(self) -> dict[str, str] | None:
+        """The first login with the admin role (items 8 and 13 read what only a login sees), if any."""
+        return next((user for user in self.params["users"] if user["role"] == "admin"), None)
+
     def make_client(self, username: str | None = None, password: str | None = None) -> FlowerClient:
         return FlowerClient(
             self.params["url"],
@@ -634,7 +638,7 @@ class Audit:
 
     def tasks_held(self) -> str:
         """How many tasks the running Flower holds (its task table's total), read with the first admin's login."""
-        admin = next((user for user in self.params["users"] if user["role"] == "admin"), None)
+        admin = self.first_admin()
         if not admin:
             return "tasks held not read (no admin login)"
         client = self.make_client(admin["name"], admin["password"])
@@ -765,7 +769,7 @@ class Audit:
         return True, f"{timer} active, {when}"
 
     def item_13(self) -> Verdict:
-        admin = next((user for user in self.params["users"] if user["role"] == "admin"), None)
+        admin = self.first_admin()
         answers = [("anonymous /", self.client, False)]
         if admin:
             answers.append((f"{admin['name']} /", self.make_client(admin["name"], admin["password"]), True))
@@ -813,10 +817,11 @@ class Audit:
         reviewed = f"{path} last reviewed {match.group(1)}, {age} days ago (max {limit})"
         if not 0 <= age <= limit:
             return Verdict(False, reviewed)
-        missing = [name for name in self.runbook_names() if name not in text]
+        names = self.runbook_names()
+        missing = [name for name in names if name not in text]
         if missing:
             return Verdict(False, f"{reviewed}, but it does not name this host's {', '.join(missing)}")
-        return Verdict(True, f"{reviewed}; names {', '.join(self.runbook_names())}")
+        return Verdict(True, f"{reviewed}; names {', '.join(names)}")
 
     def runbook_names(self) -> list[str]:
         """What the runbook must name here: this URL, the file of Flower's settings, its state's directory."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import dbm.dumb
+import functools
 import json
 import os
 import re
@@ -29,6 +30,7 @@ from flower_stack import FLOWER_PASSWORD, FLOWER_USER, PROJECT, ModuleRun, RealF
 from module_runner import load_file
 
 CHECKLIST = PROJECT / "library" / "flower_checklist.py"
+WATCHER = PROJECT / "roles" / "flower_checklist" / "files" / "checklist_watch.py"
 # The firewall role's list, as the role passes it (the module has no default of its own).
 FORBIDDEN = {"forbidden_ports": [5555, 6379]}
 
@@ -150,22 +152,17 @@ def test_flower_config_literals(checklist: ModuleType, tmp_path: Path) -> None:
     assert checklist._literal_assignments(str(conf)) == {"persistent": True, "max_tasks": 10000}
 
 
-class Commands:
-    """What Audit.run needs of AnsibleModule: real commands, run as the module runs them."""
-
-    def get_bin_path(self, name: str) -> str | None:
-        return shutil.which(name)
-
-    def run_command(self, argv: list[str], environ_update: dict[str, str]) -> tuple[int, str, str]:
-        done = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, **environ_update}, check=False)
-        return done.returncode, done.stdout, done.stderr
+@functools.cache
+def watcher() -> ModuleType:
+    return load_file("checklist_watch", WATCHER)
 
 
 def auditor(checklist: ModuleType, config: dict[str, Any], unit: dict[str, str], **params: Any) -> Any:
     """An Audit of a Flower this test describes (its configuration in force and its unit's properties): the items
     that need no systemd or HTTP run on it as on a host."""
     audit = checklist.Audit.__new__(checklist.Audit)
-    audit.module, audit.params, audit.unit = Commands(), params, unit
+    # Real commands, run as the checklist's watcher runs them (its stand-in for AnsibleModule).
+    audit.module, audit.params, audit.unit = watcher().Host(params), params, unit
     audit.config = {"_argv": [str(Path(sys.executable).parent / "celery"), "flower"], **config}
     audit.pid, audit.cwd = 0, "/"
     return audit
@@ -521,9 +518,6 @@ def test_every_evidence_is_one_sane_line_of_whole_words(
         assert cut_words(evidence) == [], (number, evidence)
         assert not re.search(r'[{}]|"\w+": ', evidence), (number, evidence)  # no slice of raw JSON
         assert not re.search(r"\b\d{4,} bytes\b", evidence), (number, evidence)  # sizes in units
-
-
-WATCHER = PROJECT / "roles" / "flower_checklist" / "files" / "checklist_watch.py"
 
 
 def test_the_watcher_observes_what_the_module_observes(

@@ -14,6 +14,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -156,6 +157,23 @@ def fetch_json(host: Any, path: str) -> Any:
     status, body = fetch(host, path)
     assert status == 200, f"{path} answered {status}: {body[:500]}"
     return json.loads(body)
+
+
+# Python on the target (it has no curl) printing what a URL answers.
+GET_ON_HOST = """
+import sys, urllib.request
+print(urllib.request.urlopen(sys.argv[1], timeout=20).read().decode())
+"""
+
+
+def prometheus(host: Any, path: str, **params: str) -> Any:
+    """The data of an answer of this host's Prometheus API (on its loopback)."""
+    url = "http://127.0.0.1:9090" + path + ("?" + urllib.parse.urlencode(params) if params else "")
+    cmd = host.run("python3 -c %s %s", GET_ON_HOST, url)
+    assert cmd.rc == 0, cmd.stderr + service_diagnostics(host, "prometheus.service")
+    answer = json.loads(cmd.stdout)
+    assert answer["status"] == "success", answer
+    return answer["data"]
 
 
 def wait_until_healthy(host: Any) -> None:

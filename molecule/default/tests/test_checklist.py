@@ -19,6 +19,7 @@ from conftest import (
     SECRETS,
     fetch,
     first_platform_only,
+    prometheus,
     run_playbook,
     wait_for,
     wait_until_healthy,
@@ -177,13 +178,6 @@ def port_80_status(host: Any) -> str:
     )
 
 
-def prometheus_targets(host: Any) -> str:
-    return on_host(
-        host,
-        "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9090/api/v1/targets').read().decode())",
-    )
-
-
 def in_force(host: Any, damages: tuple[Damage, ...]) -> bool:
     """Whether the round's damages are what nginx, Flower and Prometheus now serve (a reload is not instant)."""
     items = {damage.item for damage in damages}
@@ -191,7 +185,10 @@ def in_force(host: Any, damages: tuple[Damage, ...]) -> bool:
         2: lambda: port_80_status(host) == "200",
         3: lambda: host.socket("tcp://0.0.0.0:5555").is_listening and fetch(host, "/api/workers")[0] == 200,
         9: lambda: (
-            "activeTargets" in (targets := prometheus_targets(host)) and "flower.molecule.test:443" not in targets
+            not any(
+                "flower.molecule.test:443" in target["scrapeUrl"]
+                for target in prometheus(host, "/api/v1/targets")["activeTargets"]
+            )
         ),
         1: lambda: fetch(host, "/api/workers", auth=False)[0] == 200,
     }

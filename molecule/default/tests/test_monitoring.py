@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import json
 import subprocess
-import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from conftest import (
+    GET_ON_HOST,
     INSTANCE,
     PROJECT_DIR,
     SECRETS,
     first_platform_only,
+    prometheus,
     service_diagnostics,
     wait_for,
     wait_until_healthy,
@@ -27,19 +28,6 @@ DASHBOARD = PROJECT_DIR / "roles" / "flower_monitoring" / "files" / "flower-dash
 RECEIVER = PROJECT_DIR / "tests" / "tools" / "alert_receiver.py"
 ALERTS_FILE = "/tmp/flowerops-alerts.jsonl"
 RECEIVER_PORT = 9099  # molecule.yml's flower_alerting_webhook_urls
-_GET = """
-import sys, urllib.request
-print(urllib.request.urlopen(sys.argv[1], timeout=20).read().decode())
-"""
-
-
-def prometheus(host: Any, path: str, **params: str) -> Any:
-    url = "http://127.0.0.1:9090" + path + ("?" + urllib.parse.urlencode(params) if params else "")
-    cmd = host.run("python3 -c %s %s", _GET, url)
-    assert cmd.rc == 0, cmd.stderr + service_diagnostics(host, "prometheus.service")
-    answer = json.loads(cmd.stdout)
-    assert answer["status"] == "success", answer
-    return answer["data"]
 
 
 def flower_targets(host: Any) -> list[dict]:
@@ -244,7 +232,7 @@ def watched_items(host: Any) -> dict[str, float]:
 def checklist_alerts(host: Any) -> dict[str, str]:
     """item -> state of this host's FlowerChecklistItemFailing alerts in Alertmanager (its v2 API, amtool's)."""
     url = "http://127.0.0.1:9093/api/v2/alerts?filter=alertname%3D%22FlowerChecklistItemFailing%22"
-    cmd = host.run("python3 -c %s %s", _GET, url)
+    cmd = host.run("python3 -c %s %s", GET_ON_HOST, url)
     assert cmd.rc == 0, cmd.stderr + service_diagnostics(host, "prometheus-alertmanager.service")
     alerts = [alert for alert in json.loads(cmd.stdout) if alert["labels"].get("instance") == INSTANCE]
     return {alert["labels"]["item"]: alert["status"]["state"] for alert in alerts}
