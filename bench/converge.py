@@ -37,9 +37,12 @@ from target import (
     install_sshd,
     now,
     recap,
+    remove_container,
     run_playbook,
+    snapshot,
     start_container,
     versions,
+    work_dir,
     write_inventory,
 )
 
@@ -65,7 +68,8 @@ def inventory(work: Path, address: str, key: Path) -> tuple[Path, Path]:
 
 
 def run(playbook: str, inventory_dir: Path, work: Path, timeout: int) -> tuple[float, str]:
-    return run_playbook(playbook, inventory_dir, work / "secrets", timeout, PROFILE_ENV)
+    # From a copy of the commit (as bench/target.py deploys), never from a working tree being edited.
+    return run_playbook(playbook, inventory_dir, work / "secrets", timeout, PROFILE_ENV, source=snapshot(NAME))
 
 
 def main() -> int:
@@ -74,6 +78,7 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="leave the container running")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="flowerops-bench-converge."))
+    shutil.rmtree(work_dir(NAME), ignore_errors=True)  # the copy of HEAD is taken afresh
     try:
         address = start_container(NAME)
         install_sshd(NAME)
@@ -109,7 +114,7 @@ def main() -> int:
         }
     finally:
         if not args.keep:
-            docker("rm", "-f", NAME, check=False)
+            remove_container(NAME)
         shutil.rmtree(work, ignore_errors=True)
     print(
         f"re-run over SSH: {result['rerun_s']} s for {tasks} tasks ({result['rerun_s_per_task']} s each), "

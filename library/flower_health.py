@@ -21,6 +21,9 @@ description:
     so it only proves that the process serves HTTP.
   - C(api) - the API answers C(/api/workers?refresh=1) with the given credentials. The refresh makes Flower inspect
     the workers through the broker.
+  - C(broker) - Flower reaches its broker: it answers C(/api/queues/length), which it gets from the broker (Redis
+    directly, RabbitMQ through O(url)'s Flower's C(broker_api)). Skipped when Flower cannot ask its kind of broker
+    (HTTP 404). With the broker down, Flower's other pages keep answering from what it holds.
   - C(auth) - with O(require_auth), requests without credentials to C(/api/workers) and C(/workers) are refused
     (HTTP 401 or 403, or a redirect to a login page).
   - C(workers) - at least O(min_workers) workers answered that broker inspection. With the broker down Flower keeps
@@ -188,7 +191,8 @@ checks:
   elements: dict
   contains:
     name:
-      description: One of C(healthcheck), C(api), C(auth), C(workers), C(events), C(latency), C(tls), C(version).
+      description: >-
+        One of C(healthcheck), C(api), C(broker), C(auth), C(workers), C(events), C(latency), C(tls), C(version).
       type: str
       returned: always
     status:
@@ -463,6 +467,20 @@ class Attempt:
         self.inspections.append(inspection)
         return verdict("api", True, f"/api/workers answered with {len(inspection.known)} known workers")
 
+    def check_broker(self) -> Check | None:
+        try:
+            reply = self.client.get("/api/queues/length")
+        except FetchError as exc:
+            return verdict("broker", False, f"/api/queues/length: {exc}")
+        if reply.status == 404:
+            return None  # Flower cannot ask this kind of broker (RabbitMQ without broker_api)
+        if reply.status in (401, 403):
+            return skipped("broker", "Flower refused the credentials (the api check says how)")
+        if reply.status == 200:
+            return verdict("broker", True, "Flower's broker answered /api/queues/length")
+        detail = f"Flower cannot reach its broker: /api/queues/length answered {reply.describe()}"
+        return verdict("broker", False, detail)
+
     def check_auth(self) -> Check:
         ok, detail = refused_without_credentials(self.client, ("/api/workers", "/workers?json=1"))
         return verdict("auth", ok, detail)
@@ -561,6 +579,7 @@ def _always(params: dict) -> bool:
 PLAN = (
     Step("healthcheck", _always, False, Attempt.check_healthcheck),
     Step("api", _always, True, Attempt.check_api),
+    Step("broker", _always, True, Attempt.check_broker),
     Step("auth", lambda params: params["require_auth"], True, Attempt.check_auth),
     Step("workers", _always, True, Attempt.check_workers),
     Step("events", lambda params: params["max_event_age"] > 0, True, Attempt.check_events),

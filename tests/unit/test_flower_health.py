@@ -37,7 +37,7 @@ from flower_stack import (
 )
 
 Run = Callable[..., ModuleRun]
-ALL_REAL_CHECKS = ["healthcheck", "api", "auth", "workers", "events", "latency", "tls", "version"]
+ALL_REAL_CHECKS = ["healthcheck", "api", "broker", "auth", "workers", "events", "latency", "tls", "version"]
 
 
 def failed_names(run: ModuleRun) -> list[str]:
@@ -123,7 +123,7 @@ def test_check_mode_reports_the_same(real_flower: RealFlower, run_module: Run) -
 def test_wrong_password_is_named(real_flower: RealFlower, run_module: Run) -> None:
     run = run_module(**real_args(real_flower, password="not-the-Pw-42"))
 
-    assert_unhealthy(run, "api", "workers", "events")
+    assert_unhealthy(run, "api", "broker", "workers", "events")
     assert "wrong username or password" in run.checks["api"]["detail"]
     assert run.checks["auth"]["ok"]  # anonymous requests are still refused
     assert "not-the-Pw-42" not in run.stdout  # no_log
@@ -132,17 +132,18 @@ def test_wrong_password_is_named(real_flower: RealFlower, run_module: Run) -> No
 def test_missing_credentials_are_named(real_flower: RealFlower, run_module: Run) -> None:
     run = run_module(url=real_flower.url, ca_path=str(real_flower.ca))
 
-    assert_unhealthy(run, "api", "workers", "events")
+    assert_unhealthy(run, "api", "broker", "workers", "events")
     assert "set username and password" in run.result["msg"]
 
 
 def test_url_without_the_prefix_is_404(real_flower: RealFlower, run_module: Run) -> None:
     run = run_module(**real_args(real_flower, url=real_flower.url.removesuffix("/flower")))
 
-    assert_unhealthy(run, "healthcheck", "api", "auth", "workers", "events")
+    assert_unhealthy(run, "healthcheck", "api", "broker", "auth", "workers", "events")
     assert "url_prefix" in run.checks["healthcheck"]["detail"]
     assert statuses(run) == {
-        "healthcheck": "failed", "api": "skipped", "auth": "skipped", "workers": "skipped", "events": "skipped",
+        "healthcheck": "failed", "api": "skipped", "broker": "skipped", "auth": "skipped", "workers": "skipped",
+        "events": "skipped",
         "tls": "ok",
     }  # fmt: skip
 
@@ -150,7 +151,7 @@ def test_url_without_the_prefix_is_404(real_flower: RealFlower, run_module: Run)
 def test_untrusted_certificate_is_a_clear_error(real_flower: RealFlower, run_module: Run) -> None:
     run = run_module(**real_args(real_flower, ca_path=None))
 
-    assert_unhealthy(run, "healthcheck", "api", "auth", "workers", "events")
+    assert_unhealthy(run, "healthcheck", "api", "broker", "auth", "workers", "events")
     assert "TLS certificate verification failed: self-signed certificate" in run.result["msg"]
     assert run.result["tls_days_left"] in (88, 89)  # read even from an untrusted certificate
 
@@ -218,7 +219,8 @@ def test_broker_down_shows_although_healthcheck_says_ok(private_stack: Stack, ru
     time.sleep(4)  # longer than max_event_age since the last heartbeat Flower could receive
     run = run_module(**args)
 
-    assert_unhealthy(run, "workers", "events")
+    assert_unhealthy(run, "broker", "workers", "events")
+    assert "broker: Flower cannot reach its broker: /api/queues/length answered HTTP 500" in run.result["msg"]
     assert run.checks["healthcheck"]["ok"]  # Flower's own /healthcheck cannot tell
     assert run.checks["api"]["ok"]  # Flower answers /api/workers from its cache...
     assert run.result["workers"]["w1@flowerops-test"]["online"] is False  # ...but the worker did not answer
@@ -352,7 +354,7 @@ def test_timeout_is_a_clear_error(run_module: Run) -> None:
     with FakeFlowerServer(Behaviour(healthcheck_delay=30)) as server:
         run = run_module(**fake_args(server, timeout=1))
 
-    assert_unhealthy(run, "healthcheck", "api", "auth", "workers", "events")
+    assert_unhealthy(run, "healthcheck", "api", "broker", "auth", "workers", "events")
     assert f"GET {server.url}/healthcheck: timed out after 1 s" in run.result["msg"]
     assert run.result["latency_ms"] is None
     assert run.seconds < 10
@@ -380,15 +382,16 @@ def test_connection_refused(run_module: Run) -> None:
     port = free_port()  # nothing listens there any more
     run = run_module(url=f"http://127.0.0.1:{port}", username="admin", password="x", max_latency_ms=5)
 
-    assert_unhealthy(run, "healthcheck", "api", "auth", "workers", "events", "latency")
+    assert_unhealthy(run, "healthcheck", "api", "broker", "auth", "workers", "events", "latency")
     assert statuses(run) == {
-        "healthcheck": "failed", "api": "skipped", "auth": "skipped", "workers": "skipped", "events": "skipped",
+        "healthcheck": "failed", "api": "skipped", "broker": "skipped", "auth": "skipped", "workers": "skipped",
+        "events": "skipped",
         "latency": "skipped",
     }  # fmt: skip
     assert all(check["detail"] == "not run: no Flower answered /healthcheck" for check in run.result["checks"][1:])
     assert run.result["msg"] == (
         f"Flower is unhealthy: healthcheck: GET http://127.0.0.1:{port}/healthcheck: connection refused"
-        " (not run: api, auth, workers, events, latency)"
+        " (not run: api, broker, auth, workers, events, latency)"
     )
 
 
@@ -411,7 +414,7 @@ def test_bad_url(run_module: Run, url: str, message: str) -> None:
 def test_missing_unix_socket(run_module: Run, tmp_path: Path) -> None:
     run = run_module(url="http://localhost", unix_socket=str(tmp_path / "nothing.sock"))
 
-    assert_unhealthy(run, "healthcheck", "api", "auth", "workers", "events")
+    assert_unhealthy(run, "healthcheck", "api", "broker", "auth", "workers", "events")
     assert "nothing.sock" in run.checks["healthcheck"]["detail"]
 
 
@@ -449,7 +452,7 @@ def test_expired_certificate_with_validation(make_cert: Callable[..., Cert], run
     with tls_server(cert) as server:
         run = run_module(**fake_args(server, ca_path=str(cert.cert), cert_min_days=0))
 
-    assert_unhealthy(run, "healthcheck", "api", "auth", "workers", "events")
+    assert_unhealthy(run, "healthcheck", "api", "broker", "auth", "workers", "events")
     assert "TLS certificate verification failed: certificate has expired" in run.result["msg"]
 
 
@@ -458,7 +461,7 @@ def test_wrong_host_name(make_cert: Callable[..., Cert], run_module: Run) -> Non
     with tls_server(cert) as server:
         run = run_module(**fake_args(server, ca_path=str(cert.cert)))
 
-    assert_unhealthy(run, "healthcheck", "api", "auth", "workers", "events")
+    assert_unhealthy(run, "healthcheck", "api", "broker", "auth", "workers", "events")
     assert "TLS certificate verification failed: IP address mismatch" in run.checks["healthcheck"]["detail"]
 
 

@@ -128,3 +128,10 @@ def test_a_bad_archive_name_is_refused_under_the_name_the_operator_typed(tmp_pat
     failed_task = output[: output.index("fatal: ")].rsplit("TASK [", 1)[-1].split("]", 1)[0]
     assert "credentials" not in failed_task and "archive" in failed_task, failed_task
     assert "flower_backup_restore_archive" in output[output.index("fatal: ") :], output[-3000:]
+
+
+def test_a_watchdog_that_would_judge_between_two_heartbeats_is_refused_by_name(tmp_path: Path) -> None:
+    run = preflight(tmp_path, "-e", "flower_watchdog_blind_after=3")
+    output = run.stdout + run.stderr
+    assert run.returncode != 0
+    assert "flower_watchdog_blind_after 10 to 3600" in output[output.index("fatal: ") :], output[-3000:]

@@ -1,0 +1,147 @@
+#!/usr/bin/python3
+"""Restart Flower when it has gone blind: its workers answer through the broker, yet no event reaches it.
+
+Flower 2.2's event listener doubles its wait after each failed reconnect, with no cap (its events.py): after a
+broker outage it can stay blind for a minute or more once the broker is back, while its pages and /healthcheck
+look fine. flower-watchdog.timer runs this once every few seconds; each run decides once:
+
+1. Flower is not active, or started less than --blind-after seconds ago: nothing to judge.
+2. The newest worker heartbeat Flower holds (/workers?json=1; workers send one every 2 s) is at most
+   --blind-after seconds old: Flower sees events.
+3. Flower inspects its workers through the broker (/api/workers?refresh=1) and none answers: the broker or the
+   workers are down. A restart would not help (the health check and the alerts say what is wrong).
+4. Otherwise Flower is blind: restart it (its state is saved on the way down), at most once per --min-gap
+   seconds, so a fault a restart does not cure cannot become a restart loop.
+
+It talks to Flower's own listener with nginx's login, read from Flower's secrets file, and prints no secret:
+only its decisions, to the journal (as notices).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import http.client
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+UNIT = "flower.service"
+
+
+class UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
+class Flower:
+    def __init__(self, url: str, unix_socket: str, login: str, timeout: float) -> None:
+        self.url, self.unix_socket, self.timeout = urlsplit(url), unix_socket, timeout
+        self.headers = {"Authorization": "Basic " + base64.b64encode(login.encode()).decode()}
+
+    def get(self, path: str) -> object:
+        if self.unix_socket:
+            connection: http.client.HTTPConnection = UnixConnection(self.unix_socket, self.timeout)
+        else:
+            connection = http.client.HTTPConnection(self.url.hostname, self.url.port, timeout=self.timeout)
+        try:
+            connection.request("GET", self.url.path + path, headers={"Host": self.url.netloc, **self.headers})
+            reply = connection.getresponse()
+            body = reply.read()
+        finally:
+            connection.close()
+        if reply.status != 200:
+            raise OSError(f"{path} answered HTTP {reply.status}")
+        return json.loads(body)
+
+
+def unit_property(name: str) -> str:
+    shown = subprocess.run(
+        ["systemctl", "show", UNIT, "-p", name, "--value"], capture_output=True, text=True, check=True, timeout=30
+    )
+    return shown.stdout.strip()
+
+
+def seconds_since_start() -> float | None:
+    if unit_property("ActiveState") != "active":
+        return None
+    started_us = int(unit_property("ActiveEnterTimestampMonotonic") or 0)
+    return time.clock_gettime(time.CLOCK_MONOTONIC) - started_us / 1e6
+
+
+def newest_heartbeat_age(flower: Flower) -> float | None:
+    """Seconds since the newest worker heartbeat Flower received (stamped with Flower's clock); None: none held."""
+    rows = flower.get("/workers?json=1")
+    data = rows.get("data", []) if isinstance(rows, dict) else []
+    beats = [beat for row in data for beat in (row.get("heartbeats") or []) if isinstance(beat, (int, float))]
+    return time.time() - max(beats) if beats else None
+
+
+def answering_workers(flower: Flower) -> list[str]:
+    """Workers that answered the inspection Flower sends through the broker for this very request."""
+    asked = time.time()
+    workers = flower.get("/api/workers?refresh=1")
+    items = workers.items() if isinstance(workers, dict) else []
+    return sorted(name for name, info in items if isinstance(info, dict) and info.get("timestamp", 0) >= asked)
+
+
+def read_login(secrets: Path, user: str) -> str:
+    logins = json.loads(secrets.read_text(encoding="utf-8"))["basic_auth"]
+    return next(login for login in logins if login.split(":", 1)[0] == user)
+
+
+def decide(args: argparse.Namespace) -> str | None:
+    """What this run saw, or None when all is well (nothing is printed then)."""
+    running_for = seconds_since_start()
+    if running_for is None or running_for < args.blind_after:
+        return None
+    flower = Flower(args.url, args.unix_socket, read_login(args.secrets, args.user), args.timeout)
+    age = newest_heartbeat_age(flower)
+    if age is not None and age <= args.blind_after:
+        return None
+    workers = answering_workers(flower)
+    if not workers:
+        return None if age is None else f"no event for {age:.0f} s, and no worker answers through the broker"
+    heard = "no worker heartbeat since it started" if age is None else f"no event for {age:.0f} s"
+    last = float(args.last_restart.read_text()) if args.last_restart.exists() else 0.0
+    if time.time() - last < args.min_gap:
+        ago = time.time() - last
+        return f"Flower is blind ({heard}) while {', '.join(workers)} answer; restarted {ago:.0f} s ago, so left alone"
+    args.last_restart.write_text(f"{time.time():.0f}\n")
+    subprocess.run(["systemctl", "restart", UNIT], check=True, timeout=args.timeout + 120)
+    return f"Flower was blind ({heard}) while {', '.join(workers)} answer through the broker: restarted it"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", required=True, help="Flower's own URL with its prefix (the Host for a socket)")
+    parser.add_argument("--unix-socket", default="", help="Flower's Unix socket, when it listens on one")
+    parser.add_argument("--secrets", type=Path, required=True, help="Flower's secrets file (basic_auth logins)")
+    parser.add_argument("--user", required=True, help="whose login to use (nginx's)")
+    parser.add_argument("--blind-after", type=float, required=True, help="seconds without an event that count")
+    parser.add_argument("--min-gap", type=float, required=True, help="seconds between two restarts at least")
+    parser.add_argument("--last-restart", type=Path, required=True, help="where the last restart's time is kept")
+    parser.add_argument("--timeout", type=float, default=10, help="seconds each request may take")
+    args = parser.parse_args()
+    try:
+        said = decide(args)
+    except (OSError, ValueError, KeyError, StopIteration, subprocess.SubprocessError) as exc:
+        # Flower down or restarting: systemd's Restart= and the health check deal with that, not the watchdog.
+        said = f"could not judge Flower this time: {type(exc).__name__}: {exc}"
+    if said:
+        print(f"<5>{said}", flush=True)  # a notice: the unit's LogLevelMax lets these through
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
