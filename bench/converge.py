@@ -50,7 +50,7 @@ NAME = "flowerops-bench-converge"
 PROFILE = re.compile(r"^(.+?) -{2,} (\d+\.\d+)s$", re.M)
 PROFILE_ENV = {
     "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks",
-    "PROFILE_TASKS_TASK_OUTPUT_LIMIT": "10",
+    "PROFILE_TASKS_TASK_OUTPUT_LIMIT": "30",
     "PROFILE_TASKS_SORT_ORDER": "descending",
 }
 

@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
-# Make sure Debian's docker engine runs here and that the project's Debian 12
-# systemd base image exists. Safe to run again: it reuses what is already there.
+# Make sure Debian's docker engine runs here and that the project's Debian
+# systemd base image exists (Debian 12 unless FLOWEROPS_DEBIAN_RELEASE=13 asks
+# for Debian 13). Safe to run again: it reuses what is already there.
 #
 # No registry is reachable, so the image is built from Debian packages
 # (debootstrap, then `docker import`). The mirror is read from this machine's
 # own apt sources at run time; none is written into the repository.
 set -euo pipefail
 
-IMAGE="${FLOWEROPS_IMAGE:-flowerops/debian12-systemd:latest}"
-SUITE="bookworm"
+RELEASE="${FLOWEROPS_DEBIAN_RELEASE:-12}"
+case "$RELEASE" in
+  12) SUITE=bookworm ;;
+  13) SUITE=trixie ;;
+  *) echo "FLOWEROPS_DEBIAN_RELEASE must be 12 or 13, not '$RELEASE'" >&2; exit 2 ;;
+esac
+IMAGE="${FLOWEROPS_IMAGE:-flowerops/debian${RELEASE}-systemd:latest}"
 log() { printf '==> %s\n' "$*" >&2; }
 
 need_root() {
@@ -68,6 +74,13 @@ prepare_rootfs() {
   rm -f "$rootfs/etc/apt/sources.list"
   cp /etc/apt/sources.list.d/*.sources "$rootfs/etc/apt/sources.list.d/" 2>/dev/null || true
   [ -f /etc/apt/sources.list ] && cp /etc/apt/sources.list "$rootfs/etc/apt/sources.list"
+  # Another release than the host's: the same mirrors, its suites (trixie, trixie-updates, trixie-security).
+  local host_suite
+  host_suite=$(. /etc/os-release && printf '%s' "${VERSION_CODENAME:-}")
+  if [ -n "$host_suite" ] && [ "$host_suite" != "$SUITE" ]; then
+    sed -i -E "s/\\b${host_suite}\\b/${SUITE}/g" "$rootfs"/etc/apt/sources.list.d/*.sources \
+      "$rootfs/etc/apt/sources.list" 2>/dev/null || true
+  fi
   echo 'Acquire::Check-Valid-Until "false";' > "$rootfs/etc/apt/apt.conf.d/10flowerops-no-valid-until"
   # Trust what the host trusts (an intercepting proxy's CA, if any); nothing is committed.
   if compgen -G '/usr/local/share/ca-certificates/*.crt' >/dev/null; then
@@ -94,6 +107,11 @@ ensure_image() {
   rootfs=$(mktemp -d /var/tmp/flowerops-rootfs.XXXXXX)
   trap 'rm -rf "$rootfs"' RETURN
   mirror=$(host_mirror)
+  if ! curl -fsS -o /dev/null --max-time 30 "${mirror%/}/dists/$SUITE/Release"; then
+    echo "the Debian mirror in this machine's apt sources does not serve $SUITE (Debian $RELEASE):" \
+      "no dists/$SUITE/Release there; build the Debian $RELEASE image on a machine whose mirror has it" >&2
+    exit 1
+  fi
   log "debootstrapping Debian $SUITE (about a minute)"
   debootstrap --variant=minbase \
     --include=systemd,systemd-sysv,dbus,python3,python3-apt,sudo,iproute2,procps,ca-certificates \
