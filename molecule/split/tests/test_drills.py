@@ -7,7 +7,7 @@ the checklist in test_split.py) runs on the host the drills left.
 - Reboot: the container restarts through systemd's own shutdown, as `reboot` does; every unit comes up again,
   nothing failed, and playbooks/health.yml passes with nobody touching anything.
 - Broker outage: Redis stopped for about 60 s. Flower keeps serving its pages and the health check names the
-  broker; after Redis is back a new task shows in Flower within 30 s, with nobody touching anything. Redis
+  broker; a task sent 30 s after Redis is back, at the latest, shows in Flower, with nobody touching anything. Redis
   returns at the worst moment for Flower: just as its event listener starts waiting 32 s before its next try
   (its wait doubles after each failed one, 2 s first; reaching the 32 s wait takes about a minute), which
   without the flower role's watchdog leaves it blind for over 32 s (bench/outage.py measures both, and longer).
@@ -132,13 +132,20 @@ def test_a_broker_outage_leaves_flower_serving_and_blind_no_longer_than_30_s(flo
         assert flower.run("systemctl start redis-server").rc == 0
     back = time.monotonic()
     record("broker_outage_s", back - stopped)
-    task_id = send_task(flower)
-    # Waits beyond 30 s so that a miss is measured, not only failed.
-    shown = wait_for(lambda: task_state(task_id, ca) == "SUCCESS", timeout=90, interval=1)
-    seconds = time.monotonic() - back
-    record("broker_outage_task_shown_after_s", seconds)
+    # A task every 2 s from the moment Redis is back. Events sent while Flower does not listen are lost for it
+    # (its event queue goes with it), so a task the worker ran before Flower was back never shows: the first task
+    # that shows bounds the blind spell by the moment it was sent.
+    sent: list[tuple[float, str]] = []
+
+    def first_shown() -> float | None:
+        sent.append((time.monotonic() - back, send_task(flower)))
+        shown = [at for at, task in sent[-3:] if task_state(task, ca) == "SUCCESS"]
+        return min(shown) if shown else None
+
+    blind = wait_for(first_shown, timeout=90, interval=2)
     watchdog = flower.run("journalctl -u flower-watchdog --no-pager -o cat --since @%s", str(since)).stdout
     print(watchdog)
-    assert shown, f"a task sent after the outage is not in Flower: {task_state(task_id, ca)}"
-    assert seconds <= 30, f"Flower showed the new task {seconds:.0f} s after Redis returned\n{watchdog}"
+    assert blind is not None, f"no task sent in the 90 s after the outage shows in Flower\n{watchdog}"
+    record("broker_outage_blind_s", blind)
+    assert blind <= 30, f"the first task Flower showed was sent {blind:.0f} s after Redis returned\n{watchdog}"
     assert "restarted it" in watchdog, watchdog

@@ -1,17 +1,20 @@
 #!/usr/bin/python3
-"""Restart Flower when it has gone blind: its workers answer through the broker, yet no event reaches it.
+"""Restart Flower when it has gone blind: its broker or its workers answer again, yet no event reaches it.
 
 Flower 2.2's event listener doubles its wait after each failed reconnect, with no cap (its events.py): after a
 broker outage it can stay blind for a minute or more once the broker is back, while its pages and /healthcheck
 look fine. flower-watchdog.timer runs this once every few seconds; each run decides once:
 
-1. Flower is not active, or started less than --blind-after seconds ago: nothing to judge.
-2. The newest worker heartbeat Flower holds (/workers?json=1; workers send one every 2 s) is at most
-   --blind-after seconds old: Flower sees events.
-3. Flower inspects its workers through the broker (/api/workers?refresh=1) and none answers: the broker or the
-   workers are down. A restart would not help (the health check and the alerts say what is wrong).
-4. Otherwise Flower is blind: restart it (its state is saved on the way down), at most once per --min-gap
-   seconds, so a fault a restart does not cure cannot become a restart loop.
+1. Flower is not active, or the newest worker heartbeat it holds (/workers?json=1; workers send one every 2 s)
+   is at most --blind-after seconds old: nothing to do.
+2. Flower's log says its event listener sleeps longer than --interval more before its next try, and Flower's
+   broker answers (/api/queues/length): the broker is back and Flower would stay blind that long. Restart it.
+3. Flower has run for --blind-after seconds at least and inspects its workers through the broker
+   (/api/workers?refresh=1): some answer, yet none of their events reaches Flower. Restart it. None answers:
+   the broker or the workers are down, which a restart would not help (the health check names the broker).
+
+A restart (Flower saves its state on the way down) happens at most once per --min-gap seconds, so a fault a
+restart does not cure cannot become a restart loop.
 
 It talks to Flower's own listener with nginx's login, read from Flower's secrets file, and prints no secret:
 only its decisions, to the journal (as notices).
@@ -23,6 +26,7 @@ import argparse
 import base64
 import http.client
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -100,26 +104,67 @@ def read_login(secrets: Path, user: str) -> str:
     return next(login for login in logins if login.split(":", 1)[0] == user)
 
 
+LISTENER_FAILED = re.compile(
+    r"^\[E (\d{6} \d\d:\d\d:\d\d) events:\d+\] Failed to capture events: .*, trying again in (\d+) seconds\.$"
+)
+
+
+def listener_wait_left(log: Path, since: float) -> float:
+    """Seconds Flower's event listener still sleeps before its next try at the broker, from the last failure it
+    logged since `since` (Flower's log is Tornado's: local time, whole seconds); 0 when it does not sleep."""
+    try:
+        with log.open("rb") as file:
+            file.seek(max(0, file.seek(0, 2) - 65536))
+            lines = file.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return 0.0
+    for line in reversed(lines):
+        failed = LISTENER_FAILED.match(line)
+        if failed:
+            at = time.mktime(time.strptime(failed.group(1), "%y%m%d %H:%M:%S"))
+            return max(0.0, at + int(failed.group(2)) - time.time()) if at >= since - 1 else 0.0
+    return 0.0
+
+
+def broker_answers(flower: Flower) -> bool:
+    """Flower asks its broker for its queues' lengths (Redis directly, RabbitMQ through broker_api)."""
+    try:
+        flower.get("/api/queues/length")
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def restart(args: argparse.Namespace, why: str) -> str:
+    last = float(args.last_restart.read_text()) if args.last_restart.exists() else 0.0
+    ago = time.time() - last
+    if ago < args.min_gap:
+        return f"Flower is blind: {why}; restarted {ago:.0f} s ago, so left alone"
+    args.last_restart.write_text(f"{time.time():.0f}\n")
+    subprocess.run(["systemctl", "restart", UNIT], check=True, timeout=args.timeout + 120)
+    return f"Flower was blind: {why}. Restarted it"
+
+
 def decide(args: argparse.Namespace) -> str | None:
     """What this run saw, or None when all is well (nothing is printed then)."""
     running_for = seconds_since_start()
-    if running_for is None or running_for < args.blind_after:
+    if running_for is None:
         return None
     flower = Flower(args.url, args.unix_socket, read_login(args.secrets, args.user), args.timeout)
     age = newest_heartbeat_age(flower)
     if age is not None and age <= args.blind_after:
         return None
-    workers = answering_workers(flower)
-    if not workers:
-        return None if age is None else f"no event for {age:.0f} s, and no worker answers through the broker"
     heard = "no worker heartbeat since it started" if age is None else f"no event for {age:.0f} s"
-    last = float(args.last_restart.read_text()) if args.last_restart.exists() else 0.0
-    if time.time() - last < args.min_gap:
-        ago = time.time() - last
-        return f"Flower is blind ({heard}) while {', '.join(workers)} answer; restarted {ago:.0f} s ago, so left alone"
-    args.last_restart.write_text(f"{time.time():.0f}\n")
-    subprocess.run(["systemctl", "restart", UNIT], check=True, timeout=args.timeout + 120)
-    return f"Flower was blind ({heard}) while {', '.join(workers)} answer through the broker: restarted it"
+    # Flower's listener sleeps past the next look while the broker is back: it would stay blind that long.
+    left = listener_wait_left(args.log, time.time() - running_for)
+    if left > args.interval and broker_answers(flower):
+        return restart(args, f"{heard}, its event listener waits {left:.0f} s more although the broker answers")
+    if running_for < args.blind_after:
+        return None
+    workers = answering_workers(flower)
+    if workers:
+        return restart(args, f"{heard} while {', '.join(workers)} answer through the broker")
+    return None if age is None else f"{heard}, and no worker answers through the broker"
 
 
 def main() -> int:
@@ -131,6 +176,8 @@ def main() -> int:
     parser.add_argument("--blind-after", type=float, required=True, help="seconds without an event that count")
     parser.add_argument("--min-gap", type=float, required=True, help="seconds between two restarts at least")
     parser.add_argument("--last-restart", type=Path, required=True, help="where the last restart's time is kept")
+    parser.add_argument("--log", type=Path, required=True, help="Flower's log (its listener's failures)")
+    parser.add_argument("--interval", type=float, required=True, help="seconds between two looks")
     parser.add_argument("--timeout", type=float, default=10, help="seconds each request may take")
     args = parser.parse_args()
     try:
