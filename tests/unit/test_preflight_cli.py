@@ -134,4 +134,5 @@ def test_a_watchdog_that_would_judge_between_two_heartbeats_is_refused_by_name(t
     run = preflight(tmp_path, "-e", "flower_watchdog_blind_after=3")
     output = run.stdout + run.stderr
     assert run.returncode != 0
-    assert "flower_watchdog_blind_after 10 to 3600" in output[output.index("fatal: ") :], output[-3000:]
+    failure = " ".join(output[output.index("fatal: ") :].split())
+    assert "flower_watchdog_blind_after 10 to 3600" in failure, output[-3000:]
