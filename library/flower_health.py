@@ -21,8 +21,8 @@ description:
     so it only proves that the process serves HTTP.
   - C(api) - the API answers C(/api/workers?refresh=1) with the given credentials. The refresh makes Flower inspect
     the workers through the broker.
-  - C(broker) - Flower reaches its broker: it answers C(/api/queues/length), which it gets from the broker (Redis
-    directly, RabbitMQ through O(url)'s Flower's C(broker_api)). Skipped when Flower cannot ask its kind of broker
+  - C(broker) - Flower reaches its broker, that is it answers C(/api/queues/length), which it gets from the broker
+    (Redis directly, RabbitMQ through Flower's C(broker_api)). Skipped when Flower cannot ask its kind of broker
     (HTTP 404). With the broker down, Flower's other pages keep answering from what it holds.
   - C(auth) - with O(require_auth), requests without credentials to C(/api/workers) and C(/workers) are refused
     (HTTP 401 or 403, or a redirect to a login page).
