@@ -726,7 +726,8 @@ class Audit:
         if not match:
             return 0.0
         rc, out = self.run(["systemd-analyze", "calendar", "--iterations=2", match.group(1).strip()])
-        stamps = re.findall(r"(?:Next elapse|Iter\. #\d+): \S+ (\S+ \S+)", out)
+        # systemd 252 (Debian 12) writes "Iter. #2:", systemd 257 (Debian 13) "Iteration #2:".
+        stamps = re.findall(r"(?:Next elapse|Iter(?:\.|ation) #\d+): \S+ (\S+ \S+)", out)
         if rc != 0 or len(stamps) < 2:
             return 0.0
         first, second = (time.mktime(time.strptime(s, "%Y-%m-%d %H:%M:%S")) for s in stamps[:2])

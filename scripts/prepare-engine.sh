@@ -90,7 +90,8 @@ prepare_rootfs() {
   : > "$rootfs/etc/machine-id"
   # Units that grab the dpkg lock mid-converge or make no sense in a container.
   for unit in apt-daily.timer apt-daily-upgrade.timer getty@tty1.service console-getty.service \
-              e2scrub_all.timer e2scrub_reap.service fstrim.timer systemd-pstore.service; do
+              e2scrub_all.timer e2scrub_reap.service fstrim.timer systemd-pstore.service \
+              systemd-modules-load.service; do
     ln -sf /dev/null "$rootfs/etc/systemd/system/$unit"
   done
   chroot "$rootfs" apt-get update -qq

@@ -170,6 +170,23 @@ def auditor(checklist: ModuleType, config: dict[str, Any], unit: dict[str, str],
 
 MIB = 1048576
 
+# `systemd-analyze calendar --iterations=2 '*-*-* *:00:00'` on Debian 13 (systemd 257), as it printed there.
+TRIXIE_CALENDAR = """  Original form: *-*-* *:00:00
+Normalized form: *-*-* *:00:00
+    Next elapse: Wed 2026-12-02 13:00:00 UTC
+       From now: 48min left
+   Iteration #2: Wed 2026-12-02 14:00:00 UTC
+       From now: 1h 48min left
+"""
+
+
+def test_the_backup_timers_interval_is_read_from_both_releases_systemd(checklist: ModuleType) -> None:
+    audit = auditor(checklist, {}, {})
+    calendar = "{ OnCalendar=*-*-* *:00:00 ; next_elapse=Wed 2026-12-02 13:00:00 UTC }"
+    assert audit.timer_interval(calendar) == 3600  # this machine's systemd-analyze
+    audit.run = lambda argv: (0, TRIXIE_CALENDAR)
+    assert audit.timer_interval(calendar) == 3600
+
 
 @pytest.mark.parametrize(
     ("params", "ok", "evidence"),
