@@ -69,18 +69,16 @@ class Flower:
         return json.loads(body)
 
 
-def unit_property(name: str) -> str:
-    shown = subprocess.run(
-        ["systemctl", "show", UNIT, "-p", name, "--value"], capture_output=True, text=True, check=True, timeout=30
-    )
-    return shown.stdout.strip()
-
-
 def seconds_since_start() -> float | None:
-    if unit_property("ActiveState") != "active":
+    """Seconds since flower.service became active (one `systemctl show` per run); None: it is not active."""
+    shown = subprocess.run(
+        ["systemctl", "show", UNIT, "-p", "ActiveState", "-p", "ActiveEnterTimestampMonotonic"],
+        capture_output=True, text=True, check=True, timeout=30,
+    )  # fmt: skip
+    unit = dict(line.split("=", 1) for line in shown.stdout.splitlines() if "=" in line)
+    if unit.get("ActiveState") != "active":
         return None
-    started_us = int(unit_property("ActiveEnterTimestampMonotonic") or 0)
-    return time.clock_gettime(time.CLOCK_MONOTONIC) - started_us / 1e6
+    return time.clock_gettime(time.CLOCK_MONOTONIC) - int(unit.get("ActiveEnterTimestampMonotonic") or 0) / 1e6
 
 
 def newest_heartbeat_age(flower: Flower) -> float | None:
