@@ -33,8 +33,10 @@ $(VENV)/.installed: requirements.txt | host-packages
 
 venv: host-packages $(VENV)/.installed
 
+# Both base images: the default scenario runs on Debian 12, split on Debian 13.
 engine: host-packages
 	bash scripts/prepare-engine.sh
+	FLOWEROPS_DEBIAN_RELEASE=13 bash scripts/prepare-engine.sh image
 
 demo: venv engine
 	bash scripts/demo.sh up

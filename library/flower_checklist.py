@@ -349,12 +349,21 @@ BACKUP_STATUS_SCHEMA = 1
 # are pickles the flower user writes, and this runs as root). dbm.whichdb knows which files make up a database of
 # each backend, so this module keeps no list of dbm file suffixes (the backup tool, which copies the files, keeps
 # the only one).
-DBM_PROBE = """import dbm, json, sys
+# Python 3.13 (Debian 13) creates new databases with dbm.sqlite3, in WAL mode: opened read-only through dbm, SQLite
+# needs to create a -shm file beside it, which a read-only sandbox (the watcher's) refuses. Flower never writes the
+# file in place (it saves to PATH.tmp and renames), so it is opened immutable, with SQLite alone.
+DBM_PROBE = """import contextlib, dbm, json, os, sqlite3, sys, urllib.parse
 kind = dbm.whichdb(sys.argv[1])
 if not kind:
     raise SystemExit("no database" if kind is None else "not a database of any dbm backend")
-with dbm.open(sys.argv[1], "r") as db:
-    print(kind, json.dumps(sorted(key.decode(errors="replace") for key in db.keys())))
+if kind == "dbm.sqlite3":
+    uri = "file:" + urllib.parse.quote(os.path.abspath(sys.argv[1])) + "?mode=ro&immutable=1"
+    with contextlib.closing(sqlite3.connect(uri, uri=True)) as cx:
+        keys = [key for (key,) in cx.execute("SELECT key FROM Dict")]
+else:
+    with dbm.open(sys.argv[1], "r") as db:
+        keys = db.keys()
+print(kind, json.dumps(sorted(bytes(key).decode(errors="replace") for key in keys)))
 """
 # The keys of the state Flower saves (flower.events.Events.save_state): its EventsState, and its event counter.
 FLOWER_STATE_KEYS = ("events", "counter")
