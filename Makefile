@@ -11,12 +11,13 @@ export ANSIBLE_ROLES_PATH := $(CURDIR)/roles
 export ANSIBLE_LIBRARY := $(CURDIR)/library
 export ANSIBLE_MODULE_UTILS := $(CURDIR)/module_utils
 
-.PHONY: help host-packages venv engine demo demo-destroy lint unit sanity promtool promtool-checks molecule test docs
+.PHONY: help host-packages venv engine demo demo-destroy lint unit sanity promtool promtool-checks molecule test test-all docs
 
 help:
 	@echo "make demo          local demo host with the whole stack (prints where to log in)"
 	@echo "make demo-destroy  remove the demo host and its generated secrets"
 	@echo "make test          lint + unit tests + module sanity + promtool + molecule test"
+	@echo "make test-all      make test, then each scenario on the other Debian release too"
 	@echo "make promtool      check the monitoring role's Prometheus rules and config, run their unit tests"
 	@echo "make docs          regenerate the variable tables and defaults comments from the argument specs"
 
@@ -74,6 +75,12 @@ molecule: venv engine
 	@for s in $(or $(SCENARIO),$(SCENARIOS)); do \
 	  bash scripts/timed.sh molecule-$$s molecule test -s $$s || exit 1; \
 	done
+
+# The full matrix: make test, then each scenario on the other Debian release
+# (default on 13, split on 12).
+test-all: test
+	FLOWEROPS_DEBIAN_RELEASE=13 bash scripts/timed.sh molecule-default-13 molecule test -s default
+	FLOWEROPS_DEBIAN_RELEASE=12 bash scripts/timed.sh molecule-split-12 molecule test -s split
 
 # Ends with how long each part took (.artifacts/timings.txt). The checks that
 # need no container run two at a time, beside the engine and image set-up (the

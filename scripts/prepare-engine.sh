@@ -98,10 +98,19 @@ prepare_rootfs() {
   chroot "$rootfs" apt-get clean
 }
 
+# The image carries the hash of this script: an image built by an older recipe
+# (a unit masked since, say) is built again rather than reused.
+RECIPE=$(sha256sum "${BASH_SOURCE[0]}" | cut -c1-16)
+
 ensure_image() {
-  if docker image inspect "$IMAGE" >/dev/null 2>&1; then
+  local built
+  built=$(docker image inspect -f '{{ index .Config.Labels "flowerops.recipe" }}' "$IMAGE" 2>/dev/null || true)
+  if [ "$built" = "$RECIPE" ]; then
     log "image $IMAGE present, reusing it"
     return 0
+  fi
+  if docker image inspect "$IMAGE" >/dev/null 2>&1; then
+    log "image $IMAGE was built by another version of this script: building it again"
   fi
   need_root
   local rootfs mirror
@@ -120,7 +129,8 @@ ensure_image() {
   prepare_rootfs "$rootfs"
   log "importing $IMAGE"
   tar -C "$rootfs" --numeric-owner -c . | docker import \
-    --change 'CMD ["/sbin/init"]' --change 'ENV container=docker' - "$IMAGE" >/dev/null
+    --change 'CMD ["/sbin/init"]' --change 'ENV container=docker' --change "LABEL flowerops.recipe=$RECIPE" \
+    - "$IMAGE" >/dev/null
 }
 
 ensure_engine

@@ -12,6 +12,7 @@ same strings on the converged host and proves nothing changes.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
@@ -136,3 +137,55 @@ def test_a_watchdog_that_would_judge_between_two_heartbeats_is_refused_by_name(t
     assert run.returncode != 0
     failure = " ".join(output[output.index("fatal: ") :].split())
     assert "flower_watchdog_blind_after 10 to 3600" in failure, output[-3000:]
+
+
+def provided_certificate(tmp_path: Path, with_aki: bool) -> tuple[Path, Path]:
+    """An operator's CA (with its Subject Key Identifier) and a certificate it issued, with or without the
+    Authority Key Identifier; the chain and key files as flower_tls_mode provided takes them."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "operator's CA")])
+    ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "flower.example.com")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("flower.example.com")]), critical=False)
+    )
+    if with_aki:
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
+        )
+    chain, private = tmp_path / f"chain-{with_aki}.pem", tmp_path / f"key-{with_aki}.pem"
+    chain.write_bytes(builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+    private.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return chain, private
+
+
+def test_a_provided_certificate_without_authority_key_identifier_is_refused_before_the_host_changes(
+    tmp_path: Path,
+) -> None:
+    """Python 3.13 (Debian 13) refuses it when it verifies ("Missing Authority Key Identifier", seen in the split
+    scenario): the health check could never pass. The same certificate with the extension passes preflight."""
+    for with_aki in (False, True):
+        chain, key = provided_certificate(tmp_path, with_aki)
+        settings = {"flower_tls_mode": "provided", "flower_tls_provided_certificate": str(chain)}
+        run = preflight(tmp_path / str(with_aki), "-e", json.dumps({**settings, "flower_tls_provided_key": str(key)}))
+        output = run.stdout + run.stderr
+        if with_aki:
+            assert run.returncode == 0, output[-3000:]
+        else:
+            assert run.returncode != 0
+            failure = " ".join(output[output.index("fatal: ") :].split())
+            assert f"{chain}: its first certificate has no Authority Key Identifier" in failure, output[-3000:]

@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import (
     ADMIN,
     CA_COPY,
@@ -74,3 +75,16 @@ def test_the_checklist_passes_with_monitoring_on_its_own_host(flower: Any) -> No
     assert [n for n, item in items.items() if item["status"] != "PASS"] == [], report
     assert "up" in items[9]["evidence"], items[9]
     assert not [s for s in SECRETS if s in output]
+
+
+def test_debian_13s_openssl_negotiates_the_post_quantum_hybrid_group(flower: Any) -> None:
+    """OpenSSL 3.5 (this scenario's Debian 13) knows X25519MLKEM768, and the proxy offers it first; a client
+    that offers it alone gets it (Debian 12's OpenSSL 3.0 does not know it: the default scenario's nginx starts
+    without it)."""
+    library = flower.run("openssl version").stdout.split()
+    if len(library) < 2 or tuple(int(n) for n in library[1].split(".")[:2]) < (3, 5):
+        pytest.skip(f"OpenSSL {library[1:2]} predates X25519MLKEM768 (FLOWEROPS_DEBIAN_RELEASE=12)")
+    run = flower.run(
+        "openssl s_client -connect 127.0.0.1:443 -servername %s -groups X25519MLKEM768 -brief < /dev/null", DOMAIN
+    )
+    assert "Negotiated TLS1.3 group: X25519MLKEM768" in run.stdout + run.stderr, (run.stdout + run.stderr)[-600:]

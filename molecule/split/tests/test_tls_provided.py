@@ -20,7 +20,8 @@ from cryptography.x509.oid import NameOID
 
 
 def make_provided(tmp_path: Path) -> tuple[Path, Path, Path]:
-    """An operator's own CA, and a certificate and key for the domain it signed."""
+    """An operator's own CA, and a certificate and key for the domain it signed, with the extensions a real CA
+    sets (key usage and key identifiers: Python 3.13's strict verification, on Debian 13, requires them)."""
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "flowerops split test provided CA")])
@@ -33,6 +34,8 @@ def make_provided(tmp_path: Path) -> tuple[Path, Path, Path]:
         .not_valid_before(now - datetime.timedelta(hours=1))
         .not_valid_after(now + datetime.timedelta(days=30))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
     key = ec.generate_private_key(ec.SECP256R1())
@@ -45,6 +48,8 @@ def make_provided(tmp_path: Path) -> tuple[Path, Path, Path]:
         .not_valid_before(now - datetime.timedelta(hours=1))
         .not_valid_after(now + datetime.timedelta(days=30))
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(DOMAIN)]), critical=False)
+        # Python 3.13 (Debian 13) verifies strictly: a CA-issued certificate must name its issuer's key.
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
     paths = tmp_path / "ca.pem", tmp_path / "fullchain.pem", tmp_path / "privkey.pem"
