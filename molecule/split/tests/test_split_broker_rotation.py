@@ -1,0 +1,58 @@
+"""Drill: the broker's password rotated the way an operator does it, in the inventory, then a re-run.
+
+Redis (the demo broker fixture), the sample worker and Flower get the new password from one run of the Flower host's
+converge (fixtures, then site.yml, as Molecule converges), limited to the phases the broker's settings touch
+(the configure and service tags: docs/on-call.md, "Rotating the broker's password"; site.yml's last stage, the
+health check, runs under any tags). Flower is restarted exactly once, with the new
+secret; Redis refuses the old one; a task sent afterwards shows in Flower, with nobody touching anything; and no
+password, old or new, is in the run's output. Runs after test_split.py (file order) and before
+test_tls_provided.py, which re-deploys with tags that leave the broker's settings alone.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+from conftest import ADMIN, FLOWER, GROUP_VARS, get, run_playbook, served_ca, wait_for
+
+
+def task_state(task_id: str, ca: Path) -> str:
+    try:
+        status, body = get(f"/api/task/info/{task_id}", ca, (ADMIN["name"], ADMIN["password"]))
+    except OSError as exc:
+        return str(exc)
+    return json.loads(body).get("state", "") if status == 200 else f"HTTP {status}"
+
+
+def test_a_broker_password_rotation_restarts_flower_once_and_it_watches_again(flower: Any, tmp_path: Path) -> None:
+    ca = served_ca(tmp_path)
+    old = GROUP_VARS["demo_broker_password"]
+    new = f"split-rotated-{secrets.token_hex(8)}"
+    url = f"redis://:{new}@127.0.0.1:6379/0"
+    rotated = {"demo_broker_password": new, "flower_broker_url": url, "demo_worker_broker_url": url}
+    since = flower.check_output("date +%s")
+    started = time.monotonic()
+    roles = ("demo_broker", "demo_worker", "flower")
+    phases = [f"{role}_{phase}" for role in roles for phase in ("configure", "service")]
+    args = ("--limit", FLOWER, "--tags", ",".join(phases), "-e", json.dumps(rotated))
+    result = run_playbook("molecule/resources/converge.yml", *args)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert "Check Flower end to end" in output, "the run did not end with the health check"
+    print(f"broker password rotation: {time.monotonic() - started:.1f} s")
+    for secret in (old, new, url):
+        assert secret not in output, "a broker password is in the run's output"
+
+    starts = flower.run("journalctl -u flower --no-pager -o cat --since @%s", since).stdout
+    assert starts.count("Started flower.service") == 1, starts[-2000:]
+    taken = [flower.run("redis-cli --no-auth-warning -a %s ping", password).stdout.strip() for password in (old, new)]
+    assert taken[1] == "PONG" and "PONG" not in taken[0], f"old password: {taken[0]!r}; new: {taken[1]!r}"
+
+    sent = flower.run("demo-worker-call add '[40, 2]'")
+    assert sent.rc == 0, sent.stderr
+    task_id = sent.stdout.strip().splitlines()[-1]
+    assert wait_for(lambda: task_state(task_id, ca) == "SUCCESS", timeout=60), task_state(task_id, ca)
