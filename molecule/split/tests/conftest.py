@@ -104,3 +104,12 @@ def served_ca(tmp_path: Path) -> Path:
     path = tmp_path / "ca.crt"
     path.write_text(flower_host().file(LOCAL_CA).content_string)
     return path
+
+
+def task_state(task_id: str, ca: Path) -> str:
+    """A task's state as Flower shows it through the front door, or why it could not be read."""
+    try:
+        status, body = get(f"/api/task/info/{task_id}", ca, (ADMIN["name"], ADMIN["password"]))
+    except OSError as exc:
+        return str(exc)
+    return json.loads(body).get("state", "") if status == 200 else f"HTTP {status}"

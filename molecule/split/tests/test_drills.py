@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from conftest import ADMIN, FLOWER, PROJECT_DIR, SECRETS, get, run_playbook, served_ca, wait_for
+from conftest import ADMIN, FLOWER, PROJECT_DIR, SECRETS, get, run_playbook, served_ca, task_state, wait_for
 
 FIGURES = PROJECT_DIR / ".artifacts" / "drills.json"
 
@@ -40,14 +40,6 @@ def send_task(flower: Any) -> str:
     sent = flower.run("demo-worker-call add '[20, 22]'")
     assert sent.rc == 0, sent.stderr
     return sent.stdout.strip().splitlines()[-1]
-
-
-def task_state(task_id: str, ca: Path) -> str:
-    try:
-        status, body = get(f"/api/task/info/{task_id}", ca, (ADMIN["name"], ADMIN["password"]))
-    except OSError as exc:
-        return str(exc)
-    return json.loads(body).get("state", "") if status == 200 else f"HTTP {status}"
 
 
 def main_pid(flower: Any) -> int:

@@ -17,15 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from conftest import ADMIN, FLOWER, GROUP_VARS, get, run_playbook, served_ca, wait_for
-
-
-def task_state(task_id: str, ca: Path) -> str:
-    try:
-        status, body = get(f"/api/task/info/{task_id}", ca, (ADMIN["name"], ADMIN["password"]))
-    except OSError as exc:
-        return str(exc)
-    return json.loads(body).get("state", "") if status == 200 else f"HTTP {status}"
+from conftest import FLOWER, GROUP_VARS, run_playbook, served_ca, task_state, wait_for
 
 
 def test_a_broker_password_rotation_restarts_flower_once_and_it_watches_again(flower: Any, tmp_path: Path) -> None:
