@@ -82,14 +82,15 @@ test-all: test
 	FLOWEROPS_DEBIAN_RELEASE=13 bash scripts/timed.sh molecule-default-13 molecule test -s default
 	FLOWEROPS_DEBIAN_RELEASE=12 bash scripts/timed.sh molecule-split-12 molecule test -s split
 
-# Ends with how long each part took (.artifacts/timings.txt). The checks that
-# need no container run two at a time, beside the engine and image set-up (the
-# unit tests mostly wait on the Flower and Redis they start; each part's output
-# is printed whole when it ends); then the scenarios, one at a time.
+# Ends with how long each part took (.artifacts/timings.txt). The engine and
+# the two base images (debootstrap waits on the mirror much of the time), the
+# unit tests (they mostly wait on the Flower and Redis they start) and the
+# other checks run three at a time, each part's output printed whole when it
+# ends; then the scenarios, one at a time.
 test:
 	@bash scripts/timed.sh --reset
 	@start=$$(date +%s); \
-	  $(MAKE) --no-print-directory -j2 --output-sync=target lint unit sanity promtool engine \
+	  $(MAKE) --no-print-directory -j3 --output-sync=target engine unit lint sanity promtool \
 	  && $(MAKE) --no-print-directory molecule; rc=$$?; \
 	  bash scripts/timed.sh --report; echo "  wall clock             $$(( $$(date +%s) - start ))"; exit $$rc
 
