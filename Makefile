@@ -39,7 +39,9 @@ engine: host-packages
 	bash scripts/prepare-engine.sh
 	FLOWEROPS_DEBIAN_RELEASE=13 bash scripts/prepare-engine.sh image
 
-demo: venv engine
+# The demo host runs Debian 12: only that image (make engine builds both).
+demo: venv host-packages
+	bash scripts/prepare-engine.sh
 	bash scripts/demo.sh up
 
 demo-destroy:
