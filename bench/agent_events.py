@@ -9,7 +9,8 @@ the events carry. A JSON plan on stdin, JSON results on stdout:
 
   {"mode": "feed", "tasks": N, ...}   N tasks as fast as Flower keeps up (the sender waits while more
                                       than --backlog events are unhandled: Redis drops a subscriber
-                                      whose output buffer overflows), until Flower has counted them all.
+                                      whose output buffer overflows), until Flower has counted them all,
+                                      or Flower stops answering ("flower_gone": a memory-cap drill).
   {"mode": "steps", "rates": [...], "seconds": S, "senders": K, ...}
                                       each rate (events/s, shared by K sender processes) for S seconds,
                                       paced, then up to `grace` seconds for Flower to count them; stops
@@ -103,13 +104,17 @@ def feed(plan: dict[str, Any]) -> dict[str, Any]:
     backlog, chunk = plan.get("backlog", 6000), plan.get("chunk", 500)
     started = time.monotonic()
     deadline = started + plan.get("timeout", 600)
-    for done in range(plan["tasks"]):
-        sender.task()
-        if done % chunk == chunk - 1:
-            while sender.sent - counted(plan["flower_socket"], worker) > backlog and time.monotonic() < deadline:
-                time.sleep(0.05)
+    try:
+        for done in range(plan["tasks"]):
+            sender.task()
+            if done % chunk == chunk - 1:
+                while sender.sent - counted(plan["flower_socket"], worker) > backlog and time.monotonic() < deadline:
+                    time.sleep(0.05)
+        seen, _ = wait_counted(plan, worker, sender.sent, max(1.0, deadline - time.monotonic()))
+    except OSError as exc:  # Flower stopped answering (a drill pushing it over its memory cap wants that)
+        sender.close()
+        return {"tasks": plan["tasks"], "sent": sender.sent, "flower_gone": str(exc)}
     sender.close()
-    seen, _ = wait_counted(plan, worker, sender.sent, max(1.0, deadline - time.monotonic()))
     return {"tasks": plan["tasks"], "sent": sender.sent, "counted": seen, "seconds": time.monotonic() - started}
 
 

@@ -25,6 +25,16 @@ def wait_for(predicate: Any, timeout: float = 60.0, interval: float = 1.0) -> An
         time.sleep(interval)
 
 
+def record(project_dir: Path, name: str, seconds: float) -> None:
+    """A drill's figure, into .artifacts/drills.json (the README's "What survives what" quotes them)."""
+    figures_file = project_dir / ".artifacts" / "drills.json"
+    figures = json.loads(figures_file.read_text()) if figures_file.exists() else {}
+    figures[name] = round(seconds, 1)
+    figures_file.parent.mkdir(parents=True, exist_ok=True)
+    figures_file.write_text(json.dumps(figures, indent=2) + "\n")
+    print(f"{name}: {seconds:.1f} s")
+
+
 def service_diagnostics(host: Any, unit: str, log_file: str | None = None) -> str:
     journal = host.run("journalctl -u %s --no-pager -n 50", unit).stdout
     log = host.run("tail -n 50 %s", log_file).stdout if log_file else ""

@@ -28,6 +28,7 @@ SCENARIO_DIR = Path(os.environ.get("MOLECULE_SCENARIO_DIRECTORY", Path(__file__)
 PROJECT_DIR = SCENARIO_DIR.parents[1]
 sys.path.insert(0, str(PROJECT_DIR / "molecule" / "resources"))
 from testlib import CHROMIUM, ansible_playbook, container_ip, service_diagnostics, wait_for  # noqa: E402
+from testlib import record as record_figure  # noqa: E402
 
 MOLECULE = yaml.safe_load((SCENARIO_DIR / "molecule.yml").read_text())
 GROUP_VARS: dict[str, Any] = MOLECULE["provisioner"]["inventory"]["group_vars"]["all"]
@@ -302,3 +303,8 @@ def sample(healthy_flower: Any) -> dict[str, str]:
     info = wait_for(lambda: (i := fetch_json(host, f"/api/task/info/{task_id}")) and i.get("worker") and i, 60)
     assert info, f"Flower never saw task {task_id}"
     return {"task": task_id, "worker": info["worker"]}
+
+
+def record(name: str, seconds: float) -> None:
+    """A drill's figure, into .artifacts/drills.json (the README's "What survives what")."""
+    record_figure(PROJECT_DIR, name, seconds)

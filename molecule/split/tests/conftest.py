@@ -21,6 +21,7 @@ SCENARIO_DIR = Path(os.environ.get("MOLECULE_SCENARIO_DIRECTORY", Path(__file__)
 PROJECT_DIR = SCENARIO_DIR.parents[1]
 sys.path.insert(0, str(PROJECT_DIR / "molecule" / "resources"))
 from testlib import ansible_playbook, container_ip, service_diagnostics, wait_for  # noqa: E402
+from testlib import record as record_figure  # noqa: E402
 
 __all__ = ["container_ip", "service_diagnostics", "wait_for"]
 
@@ -113,3 +114,8 @@ def task_state(task_id: str, ca: Path) -> str:
     except OSError as exc:
         return str(exc)
     return json.loads(body).get("state", "") if status == 200 else f"HTTP {status}"
+
+
+def record(name: str, seconds: float) -> None:
+    """A drill's figure, into .artifacts/drills.json (the README's "What survives what")."""
+    record_figure(PROJECT_DIR, name, seconds)

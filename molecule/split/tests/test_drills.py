@@ -11,6 +11,10 @@ the checklist in test_split.py) runs on the host the drills left.
   returns at the worst moment for Flower: just as its event listener starts waiting 32 s before its next try
   (its wait doubles after each failed one, 2 s first; reaching the 32 s wait takes about a minute), which
   without the flower role's watchdog leaves it blind for over 32 s (bench/outage.py measures both, and longer).
+- Kill points and the memory cap: Flower saves to `<db>.tmp` and renames it over the database. SIGKILL at
+  points through a stop's save (timed first), and Flower starts each time with every saved task and no
+  `*.corrupt`; then a small MemoryMax for this run only and more tasks than fit: the kernel kills Flower in its
+  cgroup (`oom-kill`), systemd starts it again, and it comes back with its last save.
 
 The seconds each took are printed and written to .artifacts/drills.json (README, "What survives what").
 """
@@ -23,17 +27,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from conftest import ADMIN, FLOWER, PROJECT_DIR, SECRETS, get, run_playbook, served_ca, task_state, wait_for
-
-FIGURES = PROJECT_DIR / ".artifacts" / "drills.json"
-
-
-def record(name: str, seconds: float) -> None:
-    figures = json.loads(FIGURES.read_text()) if FIGURES.exists() else {}
-    figures[name] = round(seconds, 1)
-    FIGURES.parent.mkdir(parents=True, exist_ok=True)
-    FIGURES.write_text(json.dumps(figures, indent=2) + "\n")
-    print(f"{name}: {seconds:.1f} s")
+from conftest import (
+    ADMIN,
+    FLOWER,
+    GROUP_VARS,
+    PROJECT_DIR,
+    SECRETS,
+    get,
+    record,
+    run_playbook,
+    served_ca,
+    task_state,
+    wait_for,
+)
 
 
 def send_task(flower: Any) -> str:
@@ -141,3 +147,155 @@ def test_a_broker_outage_leaves_flower_serving_and_blind_no_longer_than_30_s(flo
     record("broker_outage_blind_s", blind)
     assert blind <= 30, f"the first task Flower showed was sent {blind:.0f} s after Redis returned\n{watchdog}"
     assert "Restarted it" in watchdog, watchdog
+
+
+DATA_DIR = "/var/lib/flower"
+DB = f"{DATA_DIR}/flower.db"
+FLOWER_PYTHON = "/opt/flower/venv/bin/python"
+AGENT = "/root/drill-agent-events.py"
+TASK_TABLE = "/tasks/datatable?draw=1&start=0&length=1&order%5B0%5D%5Bcolumn%5D=0&columns%5B0%5D%5Bdata%5D=name"
+# Run in the target with its python3: SIGTERM to Flower (it saves, then exits), then SIGKILL a given fraction of
+# a save's duration after its temporary file `<db>.tmp*` appeared (polled every 0.5 ms). With a negative
+# fraction it only times the save (the temporary file's life) and waits for the clean exit.
+KILL_IN_SAVE = r"""
+import glob, json, os, signal, sys, time
+db, pid, fraction, save_s = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+def saving():
+    return bool(glob.glob(glob.escape(db + ".tmp") + "*"))
+def alive():
+    try:
+        return open(f"/proc/{pid}/stat").read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+deadline = time.monotonic() + 30
+os.kill(pid, signal.SIGTERM)
+while not saving() and alive() and time.monotonic() < deadline:
+    time.sleep(0.0005)
+began = time.monotonic()
+if fraction < 0:
+    while saving() and time.monotonic() < deadline:
+        time.sleep(0.0005)
+    saved = time.monotonic() - began
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    print(json.dumps({"save_s": saved, "exited": not alive()}))
+    sys.exit(0)
+time.sleep(fraction * save_s)
+in_save = saving()
+try:
+    os.kill(pid, signal.SIGKILL)
+except ProcessLookupError:  # already gone: the save and the exit were done
+    pass
+print(json.dumps({"in_save": in_save, "after_s": time.monotonic() - began}))
+"""
+
+
+def tasks_held(ca: Path) -> int:
+    """How many tasks Flower holds (its task table's total, through the front door), -1 while it does not answer."""
+    try:
+        status, body = get(TASK_TABLE, ca, (ADMIN["name"], ADMIN["password"]))
+    except OSError:
+        return -1
+    return int(json.loads(body)["recordsTotal"]) if status == 200 else -1
+
+
+def feed(tasks: int, timeout: float, payload: int = 0) -> dict[str, Any]:
+    """Real task events for `tasks` tasks (bench/agent_events.py: a Celery EventDispatcher on the host's Redis),
+    each task's arguments and result `payload` characters long."""
+    plan = {
+        "mode": "feed",
+        "tasks": tasks,
+        "payload": payload,
+        "timeout": timeout,
+        "broker": GROUP_VARS["flower_broker_url"],
+        "flower_socket": "/run/flower/flower.sock",
+        "worker": "drill-feed@flowerops-split",
+    }
+    subprocess.run(["docker", "cp", str(PROJECT_DIR / "bench" / "agent_events.py"), f"{FLOWER}:{AGENT}"], check=True)
+    sent = subprocess.run(
+        ["docker", "exec", "-i", FLOWER, FLOWER_PYTHON, AGENT],
+        input=json.dumps(plan),
+        capture_output=True,
+        text=True,
+        timeout=timeout + 30,
+        check=False,
+    )
+    assert sent.returncode == 0, sent.stderr[-2000:]
+    return json.loads(sent.stdout)
+
+
+def kill_in_save(flower: Any, fraction: float, save_s: float = 0.0) -> dict[str, Any]:
+    run = flower.run(f"python3 -c %s {DB} {main_pid(flower)} {fraction} {save_s}", KILL_IN_SAVE)
+    assert run.rc == 0, run.stderr
+    return json.loads(run.stdout)
+
+
+def leftovers(flower: Any) -> list[str]:
+    return flower.run(f"ls -1 {DATA_DIR}").stdout.split()
+
+
+def oom_kills(flower: Any) -> int:
+    """The kernel's OOM kills for flower.service's own memory limit (its log names the cgroup that hit it)."""
+    cgroup = flower.check_output("systemctl show -p ControlGroup --value flower")
+    assert cgroup, "flower.service has no cgroup (not running)"
+    return int(flower.run(f"dmesg | grep -c 'oom-kill:.*oom_memcg={cgroup},'").stdout.strip() or 0)
+
+
+def test_no_kill_point_in_a_save_and_no_memory_cap_kill_loses_the_history(flower: Any, tmp_path: Path) -> None:
+    ca = served_ca(tmp_path)
+    task_id = send_task(flower)
+    fed = feed(4000, timeout=90)
+    assert fed.get("counted", 0) >= fed["sent"], fed
+    assert wait_for(lambda: task_state(task_id, ca) == "SUCCESS", timeout=60), task_state(task_id, ca)
+    assert flower.run("systemctl restart flower").rc == 0  # the clean stop saves every task
+    assert wait_for(lambda: tasks_held(ca) > 4000, timeout=60), tasks_held(ca)
+    saved = tasks_held(ca)
+
+    # The stop's save, timed; then SIGKILL at points through it, and Flower started again after each.
+    timed = kill_in_save(flower, -1)
+    assert timed["exited"] and timed["save_s"] > 0, timed
+    assert flower.run("systemctl start flower").rc == 0
+    points = []
+    for fraction in (0.0, 0.2, 0.4, 0.6, 0.8, 0.95, 1.2):
+        assert wait_for(lambda: tasks_held(ca) == saved, timeout=60), (tasks_held(ca), saved)
+        point = kill_in_save(flower, fraction, timed["save_s"])
+        point["left"] = [name for name in leftovers(flower) if ".tmp" in name]
+        # Kills on purpose, faster than the unit's start limit allows: that count is not this drill's.
+        assert flower.run("systemctl reset-failed flower; systemctl start flower").rc == 0
+        back = wait_for(lambda: (held := tasks_held(ca)) >= 0 and held, timeout=60)
+        point["held"] = back
+        points.append(point)
+        assert back == saved, f"killed {point}: Flower came back with {back} tasks, {saved} saved"
+        corrupt = [name for name in leftovers(flower) if name.endswith(".corrupt")]
+        assert not corrupt, f"killed {point}: {corrupt}"
+    print(json.dumps({"save_s": timed["save_s"], "points": points}, indent=1))
+    assert sum(bool(point["left"]) for point in points) >= 3, "fewer than 3 kills landed inside the save"
+    assert task_state(task_id, ca) == "SUCCESS"
+
+    # Over its memory cap: a small MemoryMax for this run only (systemctl set-property --runtime), 32 MiB above
+    # what Flower uses now, then tasks with bigger arguments and results than the sizing assumed (Flower holds
+    # at most max_tasks, so more small tasks would not grow it). The kernel kills Flower inside its cgroup;
+    # systemd starts it again, under the same cap, with its last save (before the push: the next periodic save
+    # is a minute after the last start).
+    limits = "MemoryMax", "MemorySwapMax"
+    before = flower.check_output("systemctl show -p MemoryMax -p MemorySwapMax flower")
+    current = int(flower.check_output("systemctl show -p MemoryCurrent --value flower"))
+    cap = current + 32 * 1024 * 1024
+    since, pid, oom_before = int(flower.check_output("date +%s")), main_pid(flower), oom_kills(flower)
+    assert flower.run(f"systemctl set-property --runtime flower {limits[0]}={cap} {limits[1]}=0").rc == 0
+    try:
+        pushed = feed(10000, timeout=90, payload=4000)
+        killed = time.monotonic()
+        assert "flower_gone" in pushed, f"Flower held {pushed} under a cap of {cap} bytes"
+        back = wait_for(lambda: main_pid(flower) not in (0, pid) and tasks_held(ca) >= saved, timeout=60)
+        assert back, f"Flower did not come back under its cap: {tasks_held(ca)} tasks"
+        record("memory_cap_flower_back_s", time.monotonic() - killed)
+    finally:
+        flower.run("rm -rf /run/systemd/system.control/flower.service.d && systemctl daemon-reload")
+    assert flower.check_output("systemctl show -p MemoryMax -p MemorySwapMax flower") == before
+    journal = flower.run("journalctl -u flower --no-pager -o cat --since @%s", str(since)).stdout
+    assert "status=9/KILL" in journal, journal[-2000:]
+    # The kernel's word: in these containers (cgroup v1) systemd reports result 'signal', not 'oom-kill'.
+    assert oom_kills(flower) == oom_before + 1, journal[-2000:]
+    assert task_state(task_id, ca) == "SUCCESS"
+    assert not [name for name in leftovers(flower) if name.endswith(".corrupt")]
