@@ -91,11 +91,15 @@ def sizing_rule() -> dict[str, float]:
     }
 
 
-def sized_for(tasks: int, rule: dict[str, float]) -> dict[str, Any]:
+def need_mib(tasks: int, rule: dict[str, Any]) -> float:
+    """The rule's peak for `tasks` held: a state save's factor times the base and the tasks' memory."""
+    return rule["save_factor"] * (rule["base_mib"] + rule["per_task_kib"] * tasks / 1024)
+
+
+def sized_for(tasks: int, rule: dict[str, Any]) -> dict[str, Any]:
     """Inventory settings for `tasks`: MemoryMax the rule's peak rounded up to 64 MiB, MemoryHigh at the
     defaults' ratio of it."""
-    need = rule["save_factor"] * (rule["base_mib"] + rule["per_task_kib"] * tasks / 1024)
-    memory_max = 64 * math.ceil(need / 64)
+    memory_max = 64 * math.ceil(need_mib(tasks, rule) / 64)
     ratio = int(rule["default_memory_high"].rstrip("M")) / int(rule["default_memory_max"].rstrip("M"))
     return {
         "flower_max_tasks": tasks,

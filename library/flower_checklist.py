@@ -211,15 +211,16 @@ notes:
     left, HTTP redirects to HTTPS; 3 Flower's process listens only on loopback or a Unix socket, and answers
     through nginx; 4 ufw active, default deny incoming, no rule for a forbidden port, no managed port open wider than
     its managed rules; 5 unit enabled and active;
-    6 the unit's cgroup has a memory and CPU limit; 7 C(persistent) on in the configuration Flower runs with, and
-    its database opens with Flower's Python; 8 C(max_tasks) set, equal to O(memory_need_max_tasks),
+    6 the unit's cgroup has a memory and CPU limit; 7 C(persistent) on in the configuration Flower runs with,
+    its database opens with Flower's Python, and (with C(state_save_interval)) its last save is at most two
+    intervals old once Flower has run that long; 8 C(max_tasks) set, equal to O(memory_need_max_tasks),
     O(memory_need_bytes) fits C(MemoryMax), and Flower's configuration file not changed since it started (the
     tasks it holds are evidence); 9 Flower's metrics answer, and Prometheus scrapes this host (target
     up) or an external one is declared; 10 rule file present, C(promtool check rules) passes, and Prometheus
-    loaded it; 11 timer active, and the backup's status file says its last run succeeded with a verified archive
-    less than twice the timer's interval ago; 12 logrotate files valid, logrotate's timer active and its last run
-    not failed; 13 header set on a refused and on an
-    admitted answer; 14 a burst gets HTTP 429; 15 runbook present, reviewed recently, and naming this
+    loaded it; 11 timer active, its service's last run not failed, and the backup's status file says its last run
+    succeeded with a verified archive less than twice the timer's interval ago; 12 logrotate files valid,
+    logrotate's timer active and its last run not failed; 13 header set on a refused and on an admitted answer;
+    14 a burst gets HTTP 429; 15 runbook present, reviewed recently, and naming this
     host's URL, Flower's configuration file and its state's directory; 16 every user logs in,
     every viewer is refused a write, and a wrong password is refused.
 requirements:
@@ -370,6 +371,8 @@ FLOWER_STATE_KEYS = ("events", "counter")
 # Evidence is read by an operator on a console table and in the reports: text quoted from a command or a file
 # is cut (at a word, marked with an ellipsis) to SNIPPET characters, a whole item's evidence to MAX_EVIDENCE.
 SNIPPET = 240
+# Item 7: how much longer than two save intervals Flower's last save may be, for the save itself.
+SAVE_SLACK_S = 5
 MAX_EVIDENCE = 600
 
 
@@ -598,7 +601,38 @@ class Audit:
             return Verdict(False, f"persistent on; {db} does not open with Flower's Python: {_last_line(out)}")
         opened = re.search(r"^(dbm\.\w+) (\[.*\])$", out, re.MULTILINE)
         kind, keys = (opened.group(1), json.loads(opened.group(2))) if opened else ("unknown dbm", [])
-        return Verdict(True, f"persistent on; {db} ({kind}) opens with Flower's Python and {_state_keys(keys)}")
+        seen = f"persistent on; {db} ({kind}) opens with Flower's Python and {_state_keys(keys)}"
+        stale = self.saves_failing(db)
+        return Verdict(not stale, f"{stale}; {seen}" if stale else seen)
+
+    def saves_failing(self, db: str) -> str:
+        """What says the running Flower's periodic saves fail: its database older than two save intervals (and a
+        few seconds for the save itself) while Flower has run longer than that. Flower logs the failure, and serves
+        on."""
+        try:
+            every = float(str(self.config.get("state_save_interval", 0))) / 1000
+        except ValueError:
+            return ""
+        started_at = self.started_at()
+        if every <= 0 or started_at is None:
+            return ""
+        # The suffixes Flower 2.2's own load_state moves aside, so not its temporary save file (`<db>.tmp*`).
+        files = [db + suffix for suffix in ("", ".db", ".dat", ".dir", ".bak") if os.path.isfile(db + suffix)]
+        saved = max((os.stat(name).st_mtime for name in files), default=0.0)
+        now, limit = time.time(), 2 * every + SAVE_SLACK_S
+        if now - started_at <= limit or now - saved <= limit:
+            return ""
+        return (
+            f"Flower's last save is {_duration(now - saved)} old, though it saves every {_duration(every)}: "
+            f"its saves fail (a full or read-only volume? Flower's log says why)"
+        )
+
+    def started_at(self) -> float | None:
+        """When the running Flower started, on the wall clock (the unit's start is on the monotonic one)."""
+        started = int(self.unit.get("ExecMainStartTimestampMonotonic") or 0) / 1e6
+        if not self.pid or not started:
+            return None
+        return time.time() - (time.monotonic() - started)
 
     def item_8(self) -> Verdict:
         raw = self.config.get("max_tasks")
@@ -632,15 +666,13 @@ class Audit:
 
     def changed_since_start(self, path: str) -> str:
         """What says the running Flower may not run with the file at path: its modification after Flower started."""
-        started = int(self.unit.get("ExecMainStartTimestampMonotonic") or 0) / 1e6
-        if not path or not self.pid or not started:
+        started_at = self.started_at()
+        if not path or started_at is None:
             return ""
         try:
             modified = os.stat(path).st_mtime
         except OSError as exc:
             return f"{path}: {exc.strerror}"
-        # The unit's start on the monotonic clock, placed on the wall clock the file's time is on.
-        started_at = time.time() - (time.monotonic() - started)
         if modified > started_at + 1:
             return f"{path} changed {_duration(modified - started_at)} after Flower started"
         return ""
@@ -713,7 +745,7 @@ class Audit:
 
     def item_11(self) -> Verdict:
         timer = self.params["backup_timer"]
-        state = self.systemctl_show(timer, "ActiveState UnitFileState TimersCalendar")
+        state = self.systemctl_show(timer, "ActiveState UnitFileState TimersCalendar Unit")
         if not state:
             return Verdict(False, f"systemd did not answer for {timer} (systemctl show failed)")
         if state.get("ActiveState") != "active":
@@ -727,7 +759,17 @@ class Audit:
         status, problem = _backup_status(path)
         if problem:
             return Verdict(False, f"{timer} active, but {problem}")
-        return _judge_backup(timer, interval, path, status)
+        judged = _judge_backup(timer, interval, path, status)
+        failed = self.failed_run(state.get("Unit", ""))
+        return Verdict(False, f"{failed}; {judged.evidence}") if failed else judged
+
+    def failed_run(self, service: str) -> str:
+        """The backup service's own word on its last run: a run that could not write its status file (a full
+        volume, where the archives are) fails the unit all the same."""
+        run = self.systemctl_show(service, "ActiveState Result") if service else {}
+        if run.get("ActiveState") != "failed":
+            return ""
+        return f"{service} failed its last run (result {run.get('Result')}; journalctl -u {service} says why)"
 
     def timer_interval(self, calendar: str) -> float:
         """Seconds between the timer's next two elapses, from its OnCalendar expression."""

@@ -252,6 +252,32 @@ def test_item_7_asks_flowers_python_which_files_the_database_is(checklist: Modul
     assert not off.ok and off.evidence == "Flower runs with persistent off"
 
 
+def test_item_7_fails_while_flowers_periodic_saves_fail(checklist: ModuleType, tmp_path: Path) -> None:
+    """Flower saves every state_save_interval and serves on when a save fails (a full volume): its database,
+    older than two intervals while Flower has run longer than that, is what shows it. Its temporary save file
+    (the failed save's leftover) is not its database."""
+    saved = live_source(tmp_path, tasks=2)
+    config = {"persistent": True, "db": str(saved), "state_save_interval": 10000}
+
+    files = list(saved.parent.glob(saved.name + "*"))  # whichever files this Python's dbm made
+
+    def item_7(up_s: float, saved_s_ago: float) -> Any:
+        for name in files:
+            os.utime(name, (time.time() - saved_s_ago, time.time() - saved_s_ago))
+        unit = {"ExecMainStartTimestampMonotonic": str(int((time.monotonic() - up_s) * 1e6))}
+        audit = auditor(checklist, config, unit)
+        audit.pid = 1
+        return audit.item_7()
+
+    Path(f"{saved}.tmp").write_bytes(b"")  # newer than the database
+    verdict = item_7(up_s=100, saved_s_ago=60)
+    assert not verdict.ok, verdict.evidence
+    assert verdict.evidence.startswith("Flower's last save is 60 s old, though it saves every 10 s: its saves fail")
+    assert item_7(up_s=100, saved_s_ago=20).ok  # within two intervals and the slack
+    assert item_7(up_s=20, saved_s_ago=600).ok  # started 20 s ago: its first save is not due yet
+    assert auditor(checklist, {**config, "state_save_interval": 0}, {}).item_7().ok  # saves only on a stop
+
+
 # --- item 11 on the status file the real backup tool writes ---------------------------------------------------------
 
 TIMER, HOUR = "flower-backup.timer", 3600.0

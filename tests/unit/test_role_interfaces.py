@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -13,6 +14,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 ROLES = sorted(p.name for p in (ROOT / "roles").iterdir() if (p / "meta" / "argument_specs.yml").exists())
 sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "bench"))
+import flower_state  # noqa: E402
 import role_docs  # noqa: E402
 
 
@@ -102,3 +105,24 @@ def test_the_docs_quote_the_memory_rules_save_factor_from_its_one_source() -> No
     for readme in (ROOT / "README.md", ROOT / "roles" / "flower" / "README.md"):
         quoted = re.findall(r"needs up to ([0-9.]+) times as much", " ".join(readme.read_text().split()))
         assert quoted == [str(factor)], f"{readme.name} says {quoted}, the rule uses {factor}"
+
+
+def test_the_memory_rule_is_the_one_capacity_py_measured_and_covers_its_figures() -> None:
+    """bench/capacity.py records the rule it ran against; the role's rule must still be that one (change a constant,
+    run the bench again), and must cover what it measured: every save's peak (periodic, and the highest RSS since
+    Flower started), the bytes per task, and MemoryMax's 30 % headroom at the default max_tasks."""
+    measured = json.loads((ROOT / "bench" / "results" / "capacity.json").read_text())
+    rule = flower_state.sizing_rule()  # read from the role, as the bench reads it
+    assert measured["rule"] == rule, "the rule changed since bench/capacity.py measured it: run it again"
+
+    for tasks, save in ((10000, measured["save_10k"]), (50000, measured["save_50k"])):
+        peak = max(save["peak_mb"], save["peak_since_start_mb"])
+        need = flower_state.need_mib(tasks, rule)
+        assert need >= peak, f"at {tasks} tasks the rule says {need:.0f} MiB, measured {peak}"
+    assert rule["per_task_kib"] >= measured["kib_per_task"]
+    assert rule["save_factor"] >= measured["save_factor_measured"]
+    memory_max = float(rule["default_memory_max"].rstrip("M"))
+    assert memory_max == measured["memory_max_mb"]
+    peak_at_default = max(measured["save_10k"]["peak_mb"], measured["save_10k"]["peak_since_start_mb"])
+    assert measured["headroom_pct"] >= 30
+    assert (memory_max - peak_at_default) / memory_max >= 0.30, f"{peak_at_default} MiB of {memory_max}"

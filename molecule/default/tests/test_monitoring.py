@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,8 +17,10 @@ from conftest import (
     INSTANCE,
     PROJECT_DIR,
     SECRETS,
+    fetch,
     first_platform_only,
     prometheus,
+    record,
     service_diagnostics,
     wait_for,
     wait_until_healthy,
@@ -260,3 +263,107 @@ def test_the_watcher_alerts_on_damage_with_nobody_running_ansible(host: Any, rec
     assert "item 4 FAIL: Firewall rules configured: ufw is not active" in journal
     for secret in SECRETS:
         assert secret not in journal
+
+
+# The disk-full drill: Flower's database and the backups on one small filesystem of their own, as on a host whose
+# /var holds both, then that filesystem really full (a file written until ENOSPC). Small: what they hold and 600 MiB,
+# room for the backup's own free-space rule (flower_backup_min_free_mb, 512 MiB) once the file is gone. For the
+# drill, Flower saves every 5 s (60 s by default; other tests fingerprint its database): item 7 fails a save older
+# than two intervals, so the failing saves show in seconds.
+VOLUME = "/srv/flowerops-small-volume"
+DATA, BACKUPS, FILLER = "/var/lib/flower", "/var/backups/flower", "/srv/flowerops-small-volume/data/filler"
+FLOWER_LOG = "/var/log/flower/flower.log"
+FLOWER_CONF, CONF_KEPT = "/etc/flower/flowerconfig.py", "/root/flowerconfig.py"
+MOVE_ONTO_SMALL_VOLUME = f"""set -e
+systemctl stop flower
+cp -a {FLOWER_CONF} {CONF_KEPT}
+sed -i 's/^state_save_interval = .*/state_save_interval = 5000/' {FLOWER_CONF}
+mkdir -p {VOLUME}
+used=$(du -sk {DATA} {BACKUPS} | awk '{{kib += $1}} END {{print kib}}')
+mount -t tmpfs -o size=$((used + 600 * 1024))k,mode=0755 flowerops-small-volume {VOLUME}
+cp -a {DATA} {VOLUME}/data
+cp -a {BACKUPS} {VOLUME}/backups
+mount --bind {VOLUME}/data {DATA}
+mount --bind {VOLUME}/backups {BACKUPS}
+systemctl start flower
+"""
+# Back where they were, with what Flower and the backups wrote meanwhile, and Flower's own settings.
+MOVE_BACK = f"""systemctl stop flower
+rm -f {FILLER} {VOLUME}/data/flower.db.tmp*
+umount {DATA} {BACKUPS}
+cp -a {VOLUME}/data/. {DATA}/
+cp -a {VOLUME}/backups/. {BACKUPS}/
+umount {VOLUME}
+cp -a {CONF_KEPT} {FLOWER_CONF} && rm {CONF_KEPT}
+systemctl start flower
+"""
+
+
+@pytest.fixture
+def small_volume(host: Any) -> Iterator[None]:
+    first_platform_only(host)  # the prefix changes none of it
+    moved = host.run(MOVE_ONTO_SMALL_VOLUME)
+    try:
+        assert moved.rc == 0, moved.stderr
+        wait_until_healthy(host)
+        yield
+    finally:
+        back = host.run(MOVE_BACK)
+        assert back.rc == 0, back.stderr
+        wait_until_healthy(host)
+
+
+def archive_sums(host: Any) -> str:
+    return host.check_output(f"cd {BACKUPS} && sha256sum flower-*.tar.gz")
+
+
+def test_a_full_volume_makes_saves_and_backups_fail_loudly_and_loses_nothing(
+    host: Any, receiver: None, small_volume: None
+) -> None:
+    """Flower keeps serving; its failing saves (checklist item 7) and the refused backup (item 11) alert with nobody
+    running Ansible, the journal and Flower's log say why; every archive made before stays as it was; once space
+    returns, the next save and the next backup succeed and the alerts clear."""
+    # From a host the watcher passes whole, with no checklist alert left from an earlier test.
+    every_pass = wait_for(lambda: set(watched_items(host).values()) == {1.0} and not checklist_alerts(host), timeout=90)
+    assert every_pass, (watched_items(host), checklist_alerts(host))
+    archived = archive_sums(host)
+    host.run(f"dd if=/dev/zero of={FILLER} bs=64k")  # until the volume is full: its exit status is ENOSPC's
+    filled = float(host.check_output("date +%s.%N"))
+    assert host.check_output(f"df --output=avail -B1 {VOLUME} | tail -1").strip() == "0"
+    since = host.check_output("date '+%Y-%m-%d %H:%M:%S'")
+    logged = int(host.check_output(f"wc -l < {FLOWER_LOG}"))
+    try:
+        assert host.run("systemctl start flower-backup.service").rc != 0, "a backup ran on a full volume"
+        errors = host.run("journalctl -u flower-backup -p err --since %s --no-pager -o cat", since).stdout
+        assert "refusing to back up" in errors, errors
+        assert archive_sums(host) == archived, "a refused backup changed the archives"
+        failed_save = wait_for(
+            lambda: "No space left on device" in host.run(f"tail -n +{logged + 1} {FLOWER_LOG}").stdout, timeout=30
+        )
+        assert failed_save, host.run(f"tail -n +{logged + 1} {FLOWER_LOG}").stdout[-2000:]
+        for path in ("/", "/tasks", "/api/workers"):
+            status, _ = fetch(host, path)
+            assert status == 200, f"{path} answered HTTP {status} on a full volume"
+        fired = wait_for(lambda: {"7", "11"} <= set(checklist_alerts(host)), timeout=120, interval=3)
+        assert fired, (checklist_alerts(host), watched_items(host))
+        record("disk_full_alerts_s", time.time() - filled)
+        assert wait_for(lambda: delivered(host, "FlowerChecklistItemFailing"), timeout=60, interval=2)
+        # What the watcher wrote to the journal, item by item.
+        seen = (
+            "item 7 FAIL: Database persistence enabled: Flower's last save is",
+            "item 11 FAIL: Backup strategy for flower.db: flower-backup.service failed its last run",
+        )
+        journal = "journalctl -u flowerops-checklist-watch --no-pager -o cat --since %s"
+        watched = wait_for(lambda: all(line in (out := host.run(journal, since).stdout) for line in seen) and out)
+        assert watched, host.run(journal, since).stdout[-3000:]
+    finally:
+        host.run(f"rm -f {FILLER}")
+    freed = time.monotonic()
+    saved = wait_for(lambda: float(host.check_output(f"stat -c %Y {DATA}/flower.db")) > filled, timeout=30)
+    assert saved, "Flower did not save once space returned"
+    record("disk_full_saved_again_s", time.monotonic() - freed)
+    assert archive_sums(host) == archived, "an archive made before the volume filled is gone or changed"
+    assert host.run("systemctl start flower-backup.service").rc == 0, host.run(
+        "journalctl -u flower-backup --no-pager -n 20 -o cat"
+    ).stdout
+    assert wait_for(lambda: not checklist_alerts(host), timeout=120, interval=3), checklist_alerts(host)
