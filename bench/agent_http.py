@@ -12,6 +12,14 @@ jobs:
   {"kind": "rps", "target": T, "path": P, "seconds": S, "concurrency": C}
       C processes, each with its own keep-alive connection, as fast as they can for S seconds; and the
       CPU the target's server processes (its "server_pids") used per request meanwhile.
+  {"kind": "readers", "seconds": S, "readers": [{"target": T, "path": P, "concurrency": C}, ...],
+   "probes": [{"name": N, "target": T, "path": P}, ...], "interval": I}
+      Heavy readers (bench/readers.py, the split scenario's drill): each group's C processes loop on
+      their path as fast as they can for S seconds (statuses counted); meanwhile each probe asks its path
+      every I seconds on a new connection, as a health check or another user's page does (latencies,
+      statuses, and the errors of requests that got no answer within TIMEOUT).
+
+A target may name a "source" address to connect from (the rate limits count per client address).
 
 Jobs are run in the order given, so a plan can interleave targets round by round.
 """
@@ -25,6 +33,7 @@ import os
 import socket
 import ssl
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -45,7 +54,8 @@ class Connection(http.client.HTTPConnection):
             sock.settimeout(TIMEOUT)
             sock.connect(self.target["unix"])
         else:
-            sock = socket.create_connection((self.target["address"], self.target["port"]), TIMEOUT)
+            source = (self.target["source"], 0) if self.target.get("source") else None
+            sock = socket.create_connection((self.target["address"], self.target["port"]), TIMEOUT, source)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.target["scheme"] == "https":
             sock = tls_context(self.target.get("ca", "")).wrap_socket(sock, server_hostname=self.target["host"])
@@ -93,16 +103,21 @@ def latency(target: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
     return {"times": times, "statuses": statuses, "bytes": size}
 
 
-def hammer(target: dict[str, Any], job: dict[str, Any], queue: multiprocessing.Queue) -> None:
+def hammer(target: dict[str, Any], job: dict[str, Any], queue: multiprocessing.Queue, warm: bool = True) -> None:
     conn, sent = Connection(target), headers(target, job)
-    request(conn, job, sent)
+    if warm:
+        request(conn, job, sent)
     statuses: dict[str, int] = {}
     deadline = time.monotonic() + job["seconds"]
     while time.monotonic() < deadline:
-        status, _ = request(conn, job, sent)
-        statuses[str(status)] = statuses.get(str(status), 0) + 1
+        try:
+            status = str(request(conn, job, sent)[0])
+        except (OSError, http.client.HTTPException):
+            status = "error"
+            conn.close()
+        statuses[status] = statuses.get(status, 0) + 1
     conn.close()
-    queue.put(statuses)
+    queue.put({**statuses, "_group": job["_group"]} if "_group" in job else statuses)
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -135,10 +150,77 @@ def rps(target: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
     return {"rps": ok / elapsed, "statuses": totals, "seconds": elapsed, "server_cpu_us": 1e6 * cpu / max(ok, 1)}
 
 
+def probe(target: dict[str, Any], job: dict[str, Any], seconds: float, interval: float) -> dict[str, Any]:
+    """One request every `interval` seconds on a new connection for `seconds`: latencies of the answered ones."""
+    sent = headers(target, job)
+    times: list[float] = []
+    statuses: dict[str, int] = {}
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        started = time.perf_counter()
+        conn = Connection(target)
+        try:
+            status = str(request(conn, job, sent)[0])
+            times.append(time.perf_counter() - started)
+        except (OSError, http.client.HTTPException):
+            status = "error"
+        finally:
+            conn.close()
+        statuses[status] = statuses.get(status, 0) + 1
+        time.sleep(max(0.0, interval - (time.perf_counter() - started)))
+    return {"name": job["name"], "times": times, "statuses": statuses}
+
+
+def readers(plan: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
+    """Heavy readers, each group's processes on its own path, and the probes in threads meanwhile."""
+    queue: multiprocessing.Queue = multiprocessing.Queue()
+    groups = [{**group, "seconds": job["seconds"], "_group": index} for index, group in enumerate(job["readers"])]
+    workers = [
+        (index, multiprocessing.Process(target=hammer, args=(plan["targets"][group["target"]], group, queue, False)))
+        for index, group in enumerate(groups)
+        for _ in range(group["concurrency"])
+    ]
+    started = time.monotonic()
+    for _, worker in workers:
+        worker.start()
+    probes: list[dict[str, Any]] = []
+    threads = [
+        threading.Thread(
+            target=lambda p=p: probes.append(probe(plan["targets"][p["target"]], p, job["seconds"], job["interval"]))
+        )
+        for p in job.get("probes", [])
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=job["seconds"] + 2 * TIMEOUT)
+    # Each process's counts, by the group it says it was in; then the processes end.
+    totals: list[dict[str, int]] = [{} for _ in groups]
+    for _ in workers:
+        counted = queue.get(timeout=job["seconds"] + 2 * TIMEOUT)
+        index = counted.pop("_group")
+        for status, count in counted.items():
+            totals[index][status] = totals[index].get(status, 0) + count
+    for _, worker in workers:
+        worker.join(timeout=TIMEOUT)
+    elapsed = time.monotonic() - started
+    return {
+        "seconds": elapsed,
+        "readers": [
+            {**{k: v for k, v in group.items() if k not in ("auth", "_group")}, "statuses": totals[index]}
+            for index, group in enumerate(groups)
+        ],
+        "probes": probes,
+    }
+
+
 def main() -> int:
     plan = json.load(sys.stdin)
     results = []
     for job in plan["jobs"]:
+        if job["kind"] == "readers":
+            results.append(readers(plan, job))
+            continue
         target = plan["targets"][job["target"]]
         run = latency if job["kind"] == "latency" else rps
         results.append({**{k: v for k, v in job.items() if k != "auth"}, **run(target, job)})

@@ -15,24 +15,32 @@ the checklist in test_split.py) runs on the host the drills left.
   points through a stop's save (timed first), and Flower starts each time with every saved task and no
   `*.corrupt`; then a small MemoryMax for this run only and more tasks than fit: the kernel kills Flower in its
   cgroup (`oom-kill`), systemd starts it again, and it comes back with its last save.
+- Heavy readers: clients looping on the task API and a worker's page from one address; nginx's limits hold what
+  reaches Flower, and its health check and another user's page keep answering.
 
 The seconds each took are printed and written to .artifacts/drills.json (README, "What survives what").
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import yaml
 from conftest import (
     ADMIN,
+    DOMAIN,
     FLOWER,
     GROUP_VARS,
+    LOCAL_CA,
     PROJECT_DIR,
     SECRETS,
+    container_ip,
     get,
     record,
     run_playbook,
@@ -299,3 +307,84 @@ def test_no_kill_point_in_a_save_and_no_memory_cap_kill_loses_the_history(flower
     assert oom_kills(flower) == oom_before + 1, journal[-2000:]
     assert task_state(task_id, ca) == "SUCCESS"
     assert not [name for name in leftovers(flower) if name.endswith(".corrupt")]
+
+
+READERS_AGENT = "/root/drill-agent-http.py"
+READ_SECONDS = 15
+
+
+def proxy_default(name: str) -> str:
+    return yaml.safe_load((PROJECT_DIR / "roles" / "flower_proxy" / "defaults" / "main.yml").read_text())[name]
+
+
+def readers_job(readers: list[dict[str, Any]], probes: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"kind": "readers", "seconds": READ_SECONDS, "interval": 0.2, "readers": readers, "probes": probes}
+
+
+def test_heavy_readers_meet_the_proxys_limits_and_the_ui_and_health_check_keep_answering(
+    flower: Any, tmp_path: Path
+) -> None:
+    """Heavy readers from one address (bench/agent_http.py's readers in the Flower host, through nginx from the
+    host's own address): four clients looping on /api/tasks?limit=100 with Flower holding max_tasks, and a viewer
+    reloading a worker's page (each one broadcasts inspections to the workers). Meanwhile Flower's /healthcheck on
+    its socket, and the UI from another address (the same agent on this machine), are asked every 0.2 s. nginx's
+    limits answer the readers with 429 past the task list's own rate and burst, so Flower serves them no more
+    than that; the health check and the other user get every answer. bench/readers.py measures the same load
+    with and without the limits at 50,000 tasks: there, each task list takes about 0.1 s of Flower's one thread."""
+    ca = served_ca(tmp_path)
+    fed = feed(max(0, 10000 - tasks_held(ca)), timeout=120)
+    assert fed.get("counted", 0) >= fed["sent"], fed
+    login = "Basic " + base64.b64encode(f"{ADMIN['name']}:{ADMIN['password']}".encode()).decode()
+    status, body = get("/api/workers", ca, (ADMIN["name"], ADMIN["password"]))
+    workers = [name for name in json.loads(body) if not name.startswith("drill-feed@")]
+    assert status == 200 and workers, body[:500]
+    address = container_ip(flower)
+    front = {"scheme": "https", "host": DOMAIN, "address": address, "port": 443, "auth": login}
+    here = {"targets": {"ui": {**front, "ca": str(ca)}}}
+    here["jobs"] = [readers_job([], [{"name": "ui", "target": "ui", "path": "/"}])]
+    there = {
+        "targets": {
+            "readers": {**front, "ca": LOCAL_CA, "source": address},
+            "socket": {"scheme": "http", "unix": "/run/flower/flower.sock", "host": "localhost", "auth": login},
+        },
+        "jobs": [
+            readers_job(
+                [
+                    {"target": "readers", "path": "/api/tasks?limit=100", "concurrency": 4},
+                    {"target": "readers", "path": f"/worker/{workers[0]}", "concurrency": 1},
+                ],
+                [{"name": "health", "target": "socket", "path": "/healthcheck"}],
+            )
+        ],
+    }
+    agent = PROJECT_DIR / "bench" / "agent_http.py"
+    subprocess.run(["docker", "cp", str(agent), f"{FLOWER}:{READERS_AGENT}"], check=True)
+    # Both start at once, each reading its plan from a file.
+    plans = [tmp_path / "there.json", tmp_path / "here.json"]
+    for path, plan in zip(plans, (there, here), strict=True):
+        path.write_text(json.dumps(plan))
+    commands = (["docker", "exec", "-i", FLOWER, "python3", READERS_AGENT], [sys.executable, str(agent)])
+    runs = []
+    for command, path in zip(commands, plans, strict=True):
+        with path.open() as plan_file:
+            runs.append(
+                subprocess.Popen(command, stdin=plan_file, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            )
+    outputs = [run.communicate(timeout=READ_SECONDS + 120) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], [stderr[-2000:] for _, stderr in outputs]
+    (loaded,), (other,) = (json.loads(stdout) for stdout, _ in outputs)
+    api, viewer = loaded["readers"]
+    probes = {probe["name"]: probe for probe in loaded["probes"] + other["probes"]}
+    print(json.dumps({"readers": loaded["readers"], **{k: v["statuses"] for k, v in probes.items()}}, indent=1))
+    # The task list's own limit for one address (it sorts every task Flower holds on each request): its rate over
+    # the run and one second more, plus its burst.
+    rate = float(proxy_default("flower_proxy_rate_tasks").removesuffix("r/s"))
+    most = rate * (loaded["seconds"] + 1) + int(proxy_default("flower_proxy_burst_tasks"))
+    served = api["statuses"].get("200", 0)
+    assert api["statuses"].get("429", 0) > 0, f"no reader was refused: {api['statuses']}"
+    assert 0 < served <= most, f"Flower served the readers {served} task lists, more than {most}: {api['statuses']}"
+    assert viewer["statuses"].get("200", 0) > 0, viewer["statuses"]
+    for name, probe in probes.items():
+        assert set(probe["statuses"]) == {"200"}, f"{name} did not always answer: {probe['statuses']}"
+        assert len(probe["times"]) >= READ_SECONDS, f"{name}: {len(probe['times'])} answers in {READ_SECONDS} s"
+        record(f"heavy_readers_{name}_p99_s", sorted(probe["times"])[int(0.99 * (len(probe["times"]) - 1))])
