@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from conftest import ACCOUNT
 
-# Every platform: the prefix one too.
-EVERY_PLATFORM = True
+# The first platform only: the prefix platform runs the same code here, and a URL prefix changes nothing this
+# module checks (it exists to test the prefix: front door, browser, attacks, service, health, persistence).
 
 USER = ACCOUNT["flower_account_user"]
 GROUP = ACCOUNT["flower_account_group"]

@@ -580,6 +580,7 @@ def test_the_local_ca_may_sign_only_the_served_name(host: Any, tmp_path: Path) -
 def test_flowers_virtualenv_is_exactly_the_lock(host: Any) -> None:
     """Nothing floats: the virtualenv holds every package of the hash-checked lock that applies to this host's
     Python (markers evaluated there), at its version, and no other."""
+    first_platform_only(host)  # the same lock and install on the prefix platform
     app_root = ACCOUNT["flower_account_app_root"]
     venv = FLOWER["flower_venv"].replace("{{ flower_account_app_root }}", app_root)
     held, wanted = virtualenv_and_lock(host, f"{app_root}/requirements.lock", venv)
@@ -588,6 +589,7 @@ def test_flowers_virtualenv_is_exactly_the_lock(host: Any) -> None:
 
 @pytest.mark.parametrize("group", ["secp521r1", "X448"])
 def test_curves_outside_mozilla_intermediate_are_refused(host: Any, group: str) -> None:
+    first_platform_only(host)  # the same TLS settings on the prefix platform
     run = subprocess.run(
         ["openssl", "s_client", "-connect", f"{container_ip(host)}:443", "-servername", DOMAIN, "-groups", group],
         input="",
