@@ -93,7 +93,8 @@ test-all: test
 # container (lint, unit tests, module sanity, promtool: about 5 min, most of it
 # CPU, which they take from default's first steps instead of running before
 # them). Default's output streams (its recipe line starts with +); each check's
-# output is printed whole when it ends. Then split, alone.
+# output is printed whole when it ends. Then split, alone. Beware: because of
+# that +, `make -n test` really runs the default scenario.
 test:
 	@bash scripts/timed.sh --reset
 	@start=$$(date +%s); \

@@ -29,10 +29,10 @@ def record(project_dir: Path, name: str, seconds: float) -> None:
     """A drill's figure, into .artifacts/drills.json (the README's "What survives what" quotes them)."""
     figures_file = project_dir / ".artifacts" / "drills.json"
     figures = json.loads(figures_file.read_text()) if figures_file.exists() else {}
-    figures[name] = round(seconds, 1)
+    figures[name] = round(seconds, 1 if seconds >= 1 else 3)
     figures_file.parent.mkdir(parents=True, exist_ok=True)
     figures_file.write_text(json.dumps(figures, indent=2) + "\n")
-    print(f"{name}: {seconds:.1f} s")
+    print(f"{name}: {figures[name]} s")
 
 
 def service_diagnostics(host: Any, unit: str, log_file: str | None = None) -> str:

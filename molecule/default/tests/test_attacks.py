@@ -26,10 +26,8 @@ import pytest
 import testinfra
 from conftest import (
     ACCOUNT,
-    CA_ON_TARGET,
     DOMAIN,
     FLOWER,
-    GROUP_VARS,
     LOGINS,
     MOLECULE,
     FrontDoor,
@@ -41,7 +39,6 @@ from conftest import (
     login_context,
     prefix,
     role_defaults,
-    run_playbook,
     wait_for,
 )
 from playwright.sync_api import Browser
@@ -535,46 +532,6 @@ def test_one_password_hashes_differently_on_each_host(host: Any) -> None:
         assert found[admin][7:29] != guessed, "the salt is derived from public names"
     secret = host.file("/etc/nginx/flower-htpasswd.salt")
     assert (secret.user, secret.mode) == ("root", 0o600)
-
-
-def test_the_local_ca_may_sign_only_the_served_name(host: Any, tmp_path: Path) -> None:
-    """Selfsigned mode's CA (the one operators are told to trust) carries name constraints: openssl refuses a
-    certificate it signed for another name."""
-    first_platform_only(host)
-    tls_dir = "/var/tmp/selfsigned-ca-test"
-    # The role records its CA in its local fact: keep the real one, and let this tag-limited run's verify
-    # stage check what nginx still serves (Pebble's certificate).
-    fact = "/etc/ansible/facts.d/flower_tls.fact"
-    assert host.run("cp -a %s %s.keep", fact, fact).rc == 0
-    run = run_playbook(
-        tmp_path,
-        {**GROUP_VARS, "flower_tls_mode": "selfsigned", "flower_tls_dir": tls_dir},
-        "site.yml",
-        "--tags",
-        "flower_tls_configure",
-        "-e",
-        f"flower_verify_ca_path={CA_ON_TARGET}",
-    )
-    try:
-        assert run.returncode == 0, run.stdout[-3000:]
-        ca, ca_key = f"{tls_dir}/ca/ca.crt", f"{tls_dir}/ca/ca.key"
-        constraints = host.run("openssl x509 -in %s -noout -ext nameConstraints", ca).stdout
-        assert "critical" in constraints and f"Permitted:\n      DNS:{DOMAIN}" in constraints, constraints
-        served = host.run("openssl verify -CAfile %s %s/%s/fullchain.pem", ca, tls_dir, DOMAIN)
-        assert served.rc == 0, served.stdout + served.stderr
-        forged = host.run(
-            "cd /var/tmp && openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout evil.key"
-            " -subj /CN=evil.example -addext subjectAltName=DNS:evil.example -out evil.csr 2>/dev/null"
-            " && openssl x509 -req -in evil.csr -CA %s -CAkey %s -CAcreateserial -days 1 -copy_extensions copy"
-            " -out evil.crt 2>/dev/null && openssl verify -CAfile %s evil.crt",
-            ca,
-            ca_key,
-            ca,
-        )
-        assert forged.rc != 0 and "permitted subtree violation" in forged.stdout + forged.stderr, forged.stdout
-    finally:
-        host.run("mv %s.keep %s", fact, fact)
-        host.run("rm -rf %s /var/tmp/evil.key /var/tmp/evil.csr /var/tmp/evil.crt", tls_dir)
 
 
 def test_flowers_virtualenv_is_exactly_the_lock(host: Any) -> None:

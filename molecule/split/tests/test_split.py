@@ -2,7 +2,8 @@
 
 Prometheus on the monitoring host scrapes the Flower host across the network, trusting the CA that host's
 flower_tls recorded (a local CA here: selfsigned); Flower checks the users' own logins (basic mode); the
-production checklist passes with its items 9 and 10 observed on the other host; and the Flower host
+production checklist passes with its items 9 and 10 observed on the other host; the local CA may sign only
+the served name; and the Flower host
 re-deployed with the provided TLS mode is test_tls_provided.py's (it runs after this module).
 """
 
@@ -88,3 +89,26 @@ def test_debian_13s_openssl_negotiates_the_post_quantum_hybrid_group(flower: Any
         "openssl s_client -connect 127.0.0.1:443 -servername %s -groups X25519MLKEM768 -brief < /dev/null", DOMAIN
     )
     assert "Negotiated TLS1.3 group: X25519MLKEM768" in run.stdout + run.stderr, (run.stdout + run.stderr)[-600:]
+
+
+def test_the_local_ca_may_sign_only_the_served_name(flower: Any) -> None:
+    """The selfsigned mode's CA (the one operators are told to trust), as deployed here, carries name constraints:
+    openssl refuses a certificate it signed for another name."""
+    ca, ca_key = LOCAL_CA, LOCAL_CA.replace("ca.crt", "ca.key")
+    constraints = flower.run("openssl x509 -in %s -noout -ext nameConstraints", ca).stdout
+    assert "critical" in constraints and f"Permitted:\n      DNS:{DOMAIN}" in constraints, constraints
+    served = flower.run("openssl verify -CAfile %s /etc/ssl/flowerops/%s/fullchain.pem", ca, DOMAIN)
+    assert served.rc == 0, served.stdout + served.stderr
+    try:
+        forged = flower.run(
+            "cd /var/tmp && openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout evil.key"
+            " -subj /CN=evil.example -addext subjectAltName=DNS:evil.example -out evil.csr 2>/dev/null"
+            " && openssl x509 -req -in evil.csr -CA %s -CAkey %s -CAcreateserial -days 1 -copy_extensions copy"
+            " -out evil.crt 2>/dev/null && openssl verify -CAfile %s evil.crt",
+            ca,
+            ca_key,
+            ca,
+        )
+        assert forged.rc != 0 and "permitted subtree violation" in forged.stdout + forged.stderr, forged.stdout
+    finally:
+        flower.run("rm -f /var/tmp/evil.key /var/tmp/evil.csr /var/tmp/evil.crt /etc/ssl/flowerops/ca/ca.srl")
