@@ -341,6 +341,7 @@ def test_a_full_volume_makes_saves_and_backups_fail_loudly_and_loses_nothing(
         errors = host.run("journalctl -u flower-backup -p err --since %s --no-pager -o cat", since).stdout
         assert "refusing to back up" in errors, errors
         assert archive_sums(host) == archived, "a refused backup changed the archives"
+
         def save_failed() -> bool:
             return any(said in host.run(f"tail -n +{logged + 1} {FLOWER_LOG}").stdout for said in FULL_DISK_SAID)
 
