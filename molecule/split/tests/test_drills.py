@@ -331,7 +331,7 @@ def test_heavy_readers_meet_the_proxys_limits_and_the_ui_and_health_check_keep_a
     limits answer the readers with 429 past the heavy pages' own rate and burst, so Flower serves them no more
     than that; the health check and the other user get every answer. bench/readers.py measures the same load
     with and without the limits at 50,000 tasks: there, each task list takes about 0.1 s of Flower's one thread,
-    and a viewer held to the UI's limit alone reloaded a worker's page 19 times a second."""
+    and a viewer held to the UI's limit alone reloaded a worker's page 11.5 times a second."""
     ca = served_ca(tmp_path)
     fed = feed(max(0, 10000 - tasks_held(ca)), timeout=120)
     assert fed.get("counted", 0) >= fed["sent"], fed
