@@ -7,8 +7,7 @@ from typing import Any
 import pytest
 from conftest import ACCOUNT
 
-# The first platform only: the prefix platform runs the same code here, and a URL prefix changes nothing this
-# module checks (it exists to test the prefix: front door, browser, attacks, service, health, persistence).
+# The first platform only: a URL prefix changes nothing this module checks (conftest.platform_skip).
 
 USER = ACCOUNT["flower_account_user"]
 GROUP = ACCOUNT["flower_account_group"]

@@ -26,15 +26,13 @@ from conftest import (
     GROUP_VARS,
     PROJECT_DIR,
     fetch_json,
-    first_platform_only,
     role_defaults,
     run_playbook,
     wait_for,
     wait_until_healthy,
 )
 
-# The first platform only: the prefix platform runs the same code here, and a URL prefix changes nothing this
-# module checks (it exists to test the prefix: front door, browser, attacks, service, health, persistence).
+# The first platform only: a URL prefix changes nothing this module checks (conftest.platform_skip).
 
 BACKUP = role_defaults("flower_backup")
 DIR = BACKUP["flower_backup_dir"]
@@ -198,7 +196,6 @@ def test_restoring_fewer_tasks_needs_the_operators_word_and_old_copies_go(
     """Issue 19: an archive with fewer tasks than Flower holds is refused, both counts shown, before anything
     changes; with flower_backup_restore_allow_fewer_tasks it is restored, and only the newest
     flower_backup_restore_keep_before databases set aside stay."""
-    first_platform_only(host)  # the guard does not depend on the URL prefix (the plain restore runs on both)
     live = api_task_ids(host)
     assert backed_up["ids"] <= live, "Flower does not hold the backed-up tasks before the test"
     name = f"flower-{(datetime.now(UTC) - timedelta(hours=5)).strftime(STAMP)}.tar.gz"

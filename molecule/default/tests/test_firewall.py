@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import GROUP_VARS, INSTANCE, container_ip, first_platform_only, role_defaults, run_playbook, wait_for
+from conftest import GROUP_VARS, INSTANCE, container_ip, role_defaults, run_playbook, wait_for
 
-# The first platform only: the prefix platform runs the same code here, and a URL prefix changes nothing this
-# module checks (it exists to test the prefix: front door, browser, attacks, service, health, persistence).
+# The first platform only: a URL prefix changes nothing this module checks (conftest.platform_skip).
 
 FIREWALL = role_defaults("flower_firewall")
 UNUSED_PORT = 8099
@@ -165,7 +164,6 @@ class TestNarrowing:
 
     @pytest.fixture(scope="class")
     def narrowed(self, host: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, list[str]]]:
-        first_platform_only(host)
         wide = ufw_rules(host, 443)
         assert "443/tcp ALLOW Anywhere # flowerops proxy" in wide, wide
         assert host.run(f"ufw allow {OTHERS_RULE}").rc == 0

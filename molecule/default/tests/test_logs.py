@@ -8,8 +8,7 @@ from typing import Any
 
 from conftest import ACCOUNT, USER, fetch, role_defaults, wait_for, wait_until_healthy
 
-# The first platform only: the prefix platform runs the same code here, and a URL prefix changes nothing this
-# module checks (it exists to test the prefix: front door, browser, attacks, service, health, persistence).
+# The first platform only: a URL prefix changes nothing this module checks (conftest.platform_skip).
 
 LOG = f"{ACCOUNT['flower_account_log_dir']}/flower.log"
 CONFIG = "/etc/logrotate.d/flower"

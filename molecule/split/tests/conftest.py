@@ -81,6 +81,11 @@ def flower_host() -> Any:
     return testinfra.get_host(f"docker://{FLOWER}")
 
 
+def basic_auth(login: tuple[str, str]) -> str:
+    """The Authorization header's value for a login (name, password)."""
+    return "Basic " + base64.b64encode(":".join(login).encode()).decode()
+
+
 def request(
     method: str, path: str, cafile: Path, login: tuple[str, str] | None, headers: dict[str, str] | None = None
 ) -> tuple[int, bytes]:
@@ -91,7 +96,7 @@ def request(
     connection.sock = context.wrap_socket(raw, server_hostname=DOMAIN)
     sent = {"Host": DOMAIN, **(headers or {})}
     if login:
-        sent["Authorization"] = "Basic " + base64.b64encode(":".join(login).encode()).decode()
+        sent["Authorization"] = basic_auth(login)
     connection.request(method, path, headers=sent)
     reply = connection.getresponse()
     return reply.status, reply.read()

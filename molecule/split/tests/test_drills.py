@@ -23,7 +23,6 @@ The seconds each took are printed and written to .artifacts/drills.json (README,
 
 from __future__ import annotations
 
-import base64
 import json
 import subprocess
 import sys
@@ -40,6 +39,7 @@ from conftest import (
     LOCAL_CA,
     PROJECT_DIR,
     SECRETS,
+    basic_auth,
     container_ip,
     get,
     record,
@@ -335,7 +335,7 @@ def test_heavy_readers_meet_the_proxys_limits_and_the_ui_and_health_check_keep_a
     ca = served_ca(tmp_path)
     fed = feed(max(0, 10000 - tasks_held(ca)), timeout=120)
     assert fed.get("counted", 0) >= fed["sent"], fed
-    login = "Basic " + base64.b64encode(f"{ADMIN['name']}:{ADMIN['password']}".encode()).decode()
+    login = basic_auth((ADMIN["name"], ADMIN["password"]))
     status, body = get("/api/workers", ca, (ADMIN["name"], ADMIN["password"]))
     workers = [name for name in json.loads(body) if not name.startswith("drill-feed@")]
     assert status == 200 and workers, body[:500]

@@ -94,10 +94,11 @@ def test_debian_13s_openssl_negotiates_the_post_quantum_hybrid_group(flower: Any
 def test_the_local_ca_may_sign_only_the_served_name(flower: Any) -> None:
     """The selfsigned mode's CA (the one operators are told to trust), as deployed here, carries name constraints:
     openssl refuses a certificate it signed for another name."""
-    ca, ca_key = LOCAL_CA, LOCAL_CA.replace("ca.crt", "ca.key")
+    ca_dir = LOCAL_CA.rsplit("/", 1)[0]  # <flower_tls_dir>/ca
+    ca, ca_key, tls_dir = LOCAL_CA, f"{ca_dir}/ca.key", ca_dir.rsplit("/", 1)[0]
     constraints = flower.run("openssl x509 -in %s -noout -ext nameConstraints", ca).stdout
     assert "critical" in constraints and f"Permitted:\n      DNS:{DOMAIN}" in constraints, constraints
-    served = flower.run("openssl verify -CAfile %s /etc/ssl/flowerops/%s/fullchain.pem", ca, DOMAIN)
+    served = flower.run("openssl verify -CAfile %s %s/%s/fullchain.pem", ca, tls_dir, DOMAIN)
     assert served.rc == 0, served.stdout + served.stderr
     try:
         forged = flower.run(
@@ -111,4 +112,4 @@ def test_the_local_ca_may_sign_only_the_served_name(flower: Any) -> None:
         )
         assert forged.rc != 0 and "permitted subtree violation" in forged.stdout + forged.stderr, forged.stdout
     finally:
-        flower.run("rm -f /var/tmp/evil.key /var/tmp/evil.csr /var/tmp/evil.crt /etc/ssl/flowerops/ca/ca.srl")
+        flower.run("rm -f /var/tmp/evil.key /var/tmp/evil.csr /var/tmp/evil.crt %s/ca.srl", ca_dir)
