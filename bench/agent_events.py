@@ -7,6 +7,9 @@ target's Redis broker with a Celery EventDispatcher, and reads Flower's own coun
 handled (`flower_events_total` on /metrics, straight from Flower's unix socket) for the worker name
 the events carry. A JSON plan on stdin, JSON results on stdout:
 
+Common keys: "broker" (its URL), "broker_ca" (for rediss://: the CA file the broker's certificate is verified
+against), "flower_socket".
+
   {"mode": "feed", "tasks": N, ...}   N tasks as fast as Flower keeps up (the sender waits while more
                                       than --backlog events are unhandled: Redis drops a subscriber
                                       whose output buffer overflows), until Flower has counted them all,
@@ -24,6 +27,7 @@ import http.client
 import json
 import multiprocessing
 import socket
+import ssl
 import sys
 import time
 import uuid
@@ -70,6 +74,8 @@ class Sender:
 
     def __init__(self, plan: dict[str, Any], worker: str) -> None:
         self.app = Celery(broker=plan["broker"])
+        if plan.get("broker_ca"):  # rediss://: verify the broker as Flower does
+            self.app.conf.broker_use_ssl = {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_ca_certs": plan["broker_ca"]}
         self.conn = self.app.connection_for_write()
         self.dispatcher = self.app.events.Dispatcher(self.conn, hostname=worker, enabled=True)
         payload = plan.get("payload", 0)

@@ -102,6 +102,18 @@ def test_an_out_of_range_value_from_the_command_line_is_refused_by_name(tmp_path
     assert "not supported between" not in output, output[-3000:]
 
 
+def test_a_relative_broker_ca_bundle_is_refused_by_name_without_the_broker_url(tmp_path: Path) -> None:
+    """A rediss:// broker is verified against flower_broker_ca_file on the Flower host: a relative path would be
+    Flower's working directory's, so it is refused, and the secret URL beside it is not printed."""
+    url = "rediss://:preflight-broker-pw-5d1c@broker.example:6379/0"
+    run = preflight(tmp_path, "-e", json.dumps({"flower_broker_url": url, "flower_broker_ca_file": "broker-ca.crt"}))
+    output = run.stdout + run.stderr
+    assert run.returncode != 0
+    failure = output[output.index("fatal: ") :]
+    assert "flower_broker_ca_file must be an absolute path" in failure, output[-3000:]
+    assert "preflight-broker-pw" not in output
+
+
 def test_a_bad_login_is_refused_naming_the_entry_and_the_rule_and_no_password(tmp_path: Path) -> None:
     users = [
         {"name": "admin", "password": "a-good-password-4711", "role": "admin"},

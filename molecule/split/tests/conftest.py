@@ -34,6 +34,9 @@ SECRETS = [GROUP_VARS["demo_broker_password"], ADMIN["password"]]
 # The local CA of the selfsigned mode, on the Flower host, and its copy on the monitoring host.
 LOCAL_CA = "/etc/ssl/flowerops/ca/ca.crt"
 CA_COPY = f"/etc/prometheus/flower-ca/{FLOWER}.crt"
+# The broker is Redis over TLS alone (rediss://), its certificate from a CA of its own (demo_broker_tls).
+BROKER_CA: str = GROUP_VARS["flower_broker_ca_file"]
+REDIS_CLI = f"redis-cli --tls --cacert {BROKER_CA} -h localhost --no-auth-warning"
 
 
 def only_on(host: Any, name: str) -> Any:

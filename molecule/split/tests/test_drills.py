@@ -216,6 +216,7 @@ def feed(tasks: int, timeout: float, payload: int = 0) -> dict[str, Any]:
         "payload": payload,
         "timeout": timeout,
         "broker": GROUP_VARS["flower_broker_url"],
+        "broker_ca": GROUP_VARS["flower_broker_ca_file"],
         "flower_socket": "/run/flower/flower.sock",
         "worker": "drill-feed@flowerops-split",
     }
@@ -325,8 +326,10 @@ def test_heavy_readers_meet_the_proxys_limits_and_the_ui_and_health_check_keep_a
     flower: Any, tmp_path: Path
 ) -> None:
     """Heavy readers from one address (bench/agent_http.py's readers in the Flower host, through nginx from the
-    host's own address): four clients looping on /api/tasks?limit=100 with Flower holding max_tasks, and a viewer
-    reloading a worker's page (each one broadcasts inspections to the workers). Meanwhile Flower's /healthcheck on
+    host's own address): four clients looping on /api/tasks?limit=100 with Flower holding max_tasks, a viewer
+    reloading a worker's page (each one broadcasts inspections to the workers), and three groups asking Flower to
+    refresh its workers (the same broadcast), the last two the ways around a filter on the query's first
+    refresh argument (Flower reads the last one, and decodes an encoded name). Meanwhile Flower's /healthcheck on
     its socket, and the UI from another address (the same agent on this machine), are asked every 0.2 s. nginx's
     limits answer the readers with 429 past the heavy pages' own rate and burst, so Flower serves them no more
     than that; the health check and the other user get every answer. bench/readers.py measures the same load
@@ -353,6 +356,11 @@ def test_heavy_readers_meet_the_proxys_limits_and_the_ui_and_health_check_keep_a
                 [
                     {"target": "readers", "path": "/api/tasks?limit=100", "concurrency": 4},
                     {"target": "readers", "path": f"/worker/{workers[0]}", "concurrency": 1},
+                    # A refresh makes Flower inspect every worker, like a worker's page; Flower reads the last
+                    # value of a repeated argument, and decodes encoded names.
+                    {"target": "readers", "path": "/api/workers?refresh=1", "concurrency": 3},
+                    {"target": "readers", "path": "/workers?refresh=0&refresh=1", "concurrency": 3},
+                    {"target": "readers", "path": "/api/workers?%72efresh=yes", "concurrency": 3},
                 ],
                 [{"name": "health", "target": "socket", "path": "/healthcheck"}],
             )
@@ -374,14 +382,14 @@ def test_heavy_readers_meet_the_proxys_limits_and_the_ui_and_health_check_keep_a
     outputs = [run.communicate(timeout=READ_SECONDS + 120) for run in runs]
     assert [run.returncode for run in runs] == [0, 0], [stderr[-2000:] for _, stderr in outputs]
     (loaded,), (other,) = (json.loads(stdout) for stdout, _ in outputs)
-    api, viewer = loaded["readers"]
+    api, viewer, *refreshers = loaded["readers"]
     probes = {probe["name"]: probe for probe in loaded["probes"] + other["probes"]}
     print(json.dumps({"readers": loaded["readers"], **{k: v["statuses"] for k, v in probes.items()}}, indent=1))
     # The heavy pages' own limit for one address (a task list sorts every task Flower holds, a worker's page
     # broadcasts inspections to the workers): its rate over the run and one second more, plus its burst.
     rate = float(proxy_default("flower_proxy_rate_heavy").removesuffix("r/s"))
     most = rate * (loaded["seconds"] + 1) + int(proxy_default("flower_proxy_burst_heavy"))
-    for readers in (api, viewer):
+    for readers in (api, viewer, *refreshers):
         served = readers["statuses"].get("200", 0)
         assert readers["statuses"].get("429", 0) > 0, f"no reader of {readers['path']} was refused: {readers}"
         assert 0 < served <= most, f"Flower served {served} of {readers['path']}, more than {most}: {readers}"

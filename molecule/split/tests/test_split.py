@@ -17,9 +17,11 @@ from typing import Any
 import pytest
 from conftest import (
     ADMIN,
+    BROKER_CA,
     CA_COPY,
     DOMAIN,
     FLOWER,
+    GROUP_VARS,
     LOCAL_CA,
     PROJECT_DIR,
     SECRETS,
@@ -76,6 +78,34 @@ def test_the_checklist_passes_with_monitoring_on_its_own_host(flower: Any) -> No
     assert [n for n, item in items.items() if item["status"] != "PASS"] == [], report
     assert "up" in items[9]["evidence"], items[9]
     assert not [s for s in SECRETS if s in output]
+
+
+# A client that knows the password but speaks Redis's plain protocol to the broker's port.
+PLAIN_CLIENT = """
+import socket, sys
+try:
+    with socket.create_connection(("127.0.0.1", 6379), timeout=5) as conn:
+        conn.sendall(b"AUTH " + sys.argv[1].encode() + b"\\r\\nPING\\r\\n")
+        print(repr(conn.recv(200)))
+except OSError as exc:
+    print(repr(exc))
+"""
+
+
+def test_the_broker_speaks_tls_alone_and_only_to_clients_that_trust_its_ca(flower: Any) -> None:
+    """The broker is Redis over TLS (rediss://, demo_broker_tls): a plain client with the right password gets
+    no answer on its port, a TLS client checking against Debian's trust store refuses the broker's certificate,
+    and one given the broker's CA (as Flower and the worker are, flower_broker_ca_file) is answered. Flower
+    watching this broker is what the other tests and the drills show (its workers online, tasks arriving)."""
+    password = GROUP_VARS["demo_broker_password"]
+    plain = flower.run("python3 -c %s %s", PLAIN_CLIENT, password)
+    assert plain.rc == 0, plain.stderr
+    assert "PONG" not in plain.stdout and "+OK" not in plain.stdout, plain.stdout
+    untrusted = flower.run("redis-cli --tls -h localhost --no-auth-warning -a %s ping", password)
+    assert "PONG" not in untrusted.stdout, untrusted.stdout
+    assert "certificate verify failed" in untrusted.stdout + untrusted.stderr, untrusted.stdout + untrusted.stderr
+    trusted = flower.run("redis-cli --tls --cacert %s -h localhost --no-auth-warning -a %s ping", BROKER_CA, password)
+    assert trusted.stdout.strip() == "PONG", trusted.stdout + trusted.stderr
 
 
 def test_debian_13s_openssl_negotiates_the_post_quantum_hybrid_group(flower: Any) -> None:

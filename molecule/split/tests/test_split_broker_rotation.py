@@ -17,14 +17,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from conftest import FLOWER, GROUP_VARS, record, run_playbook, served_ca, task_state, wait_for
+from conftest import FLOWER, GROUP_VARS, REDIS_CLI, record, run_playbook, served_ca, task_state, wait_for
 
 
 def test_a_broker_password_rotation_restarts_flower_once_and_it_watches_again(flower: Any, tmp_path: Path) -> None:
     ca = served_ca(tmp_path)
     old = GROUP_VARS["demo_broker_password"]
     new = f"split-rotated-{secrets.token_hex(8)}"
-    url = f"redis://:{new}@127.0.0.1:6379/0"
+    url = GROUP_VARS["flower_broker_url"].replace(old, new)
     rotated = {"demo_broker_password": new, "flower_broker_url": url, "demo_worker_broker_url": url}
     since = flower.check_output("date +%s")
     started = time.monotonic()
@@ -41,7 +41,7 @@ def test_a_broker_password_rotation_restarts_flower_once_and_it_watches_again(fl
 
     starts = flower.run("journalctl -u flower --no-pager -o cat --since @%s", since).stdout
     assert starts.count("Started flower.service") == 1, starts[-2000:]
-    taken = [flower.run("redis-cli --no-auth-warning -a %s ping", password).stdout.strip() for password in (old, new)]
+    taken = [flower.run(f"{REDIS_CLI} -a %s ping", password).stdout.strip() for password in (old, new)]
     assert taken[1] == "PONG" and "PONG" not in taken[0], f"old password: {taken[0]!r}; new: {taken[1]!r}"
 
     sent = flower.run("demo-worker-call add '[40, 2]'")
