@@ -473,11 +473,24 @@ class Attempt:
         except FetchError as exc:
             return verdict("broker", False, f"/api/queues/length: {exc}")
         if reply.status == 404:
-            return None  # Flower cannot ask this kind of broker (RabbitMQ without broker_api)
+            return None  # Flower cannot ask this kind of broker (neither Redis nor RabbitMQ)
         if reply.status in (401, 403):
             return skipped("broker", "Flower refused the credentials (the api check says how)")
         if reply.status == 200:
-            return verdict("broker", True, "Flower's broker answered /api/queues/length")
+            # Flower always asks for one queue at least (its workers' queues, else the default one). Redis
+            # answers each; on RabbitMQ, Flower answers 200 with no queue when the management API fails.
+            try:
+                queues = reply.json().get("active_queues")
+            except (ValueError, AttributeError):
+                queues = None
+            if queues:
+                names = ", ".join(str(queue.get("name")) for queue in queues)
+                return verdict("broker", True, f"Flower's broker answered /api/queues/length: {names}")
+            detail = (
+                "Flower's broker answered no queue on /api/queues/length (on RabbitMQ: its management API did not"
+                " answer Flower; Flower's log says why)"
+            )
+            return verdict("broker", False, detail)
         detail = f"Flower cannot reach its broker: /api/queues/length answered {reply.describe()}"
         return verdict("broker", False, detail)
 

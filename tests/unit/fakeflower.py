@@ -36,6 +36,8 @@ class Behaviour:
     healthcheck_delay: float = 0.0
     api_status: int = 200
     workers: dict[str, FakeWorker] = field(default_factory=lambda: {"celery@fake": FakeWorker()})
+    # /api/queues/length's active_queues; None: 404, as Flower answers for a broker it cannot ask
+    queues: list[dict[str, object]] | None = None
 
 
 class FakeFlowerServer(ThreadingHTTPServer):
@@ -86,6 +88,8 @@ class Handler(BaseHTTPRequestHandler):
                 self.reply(behaviour.api_status, "text/html", "<html><title>500: Internal Server Error</title></html>")
             else:
                 self.reply(200, "application/json", json.dumps(self.api_workers()))
+        elif route == "/api/queues/length" and behaviour.queues is not None and self.authorized():
+            self.reply(200, "application/json", json.dumps({"active_queues": behaviour.queues}))
         elif route == "/workers" and self.authorized():
             self.reply(200, "application/json", json.dumps({"data": self.event_workers()}))
         elif route in ("/api/workers", "/workers"):

@@ -276,6 +276,22 @@ def test_fake_flower_under_a_prefix_is_healthy(run_module: Run) -> None:
     assert run.result["workers"] == {"celery@fake": {"online": True, "active": 0, "processed": 7}}
 
 
+@pytest.mark.parametrize("queues", [[], [{"name": "celery", "messages": 3}]])
+def test_a_queue_list_with_no_queue_fails_the_broker_check(run_module: Run, queues: list[dict[str, object]]) -> None:
+    """Flower 2.2 on RabbitMQ answers /api/queues/length with 200 and no queue when the management API fails
+    (read in its utils/broker.py: the error is logged, [] returned), though it always asks for one queue at
+    least; the default scenario's RabbitMQ host shows it live (test_flower_health_module.py)."""
+    with FakeFlowerServer(Behaviour(queues=queues)) as server:
+        run = run_module(**fake_args(server))
+
+    if queues:
+        assert_healthy(run)
+        assert run.checks["broker"]["detail"] == "Flower's broker answered /api/queues/length: celery"
+    else:
+        assert_unhealthy(run, "broker")
+        assert "broker: Flower's broker answered no queue on /api/queues/length" in run.result["msg"]
+
+
 def test_dead_broker_and_stale_events_are_both_named(run_module: Run) -> None:
     stale = {"celery@a": FakeWorker(inspected_ago=300, heartbeat_ago=300), "celery@b": FakeWorker(600, None)}
     with FakeFlowerServer(Behaviour(workers=stale)) as server:

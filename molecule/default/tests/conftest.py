@@ -39,6 +39,7 @@ PLATFORM_GROUPS: dict[str, list[str]] = {platform["name"]: platform["groups"] fo
 LOGINS: dict[str, dict[str, str]] = {user["role"]: user for user in reversed(GROUP_VARS["flower_users"])}
 SECRETS: list[str] = [
     GROUP_VARS["demo_broker_password"],
+    MOLECULE["provisioner"]["inventory"]["host_vars"][PREFIX_INSTANCE]["demo_rabbitmq_password"],
     GROUP_VARS["flower_cookie_secret"],
     *(user["password"] for user in GROUP_VARS["flower_users"]),
 ]

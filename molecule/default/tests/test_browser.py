@@ -18,8 +18,9 @@ EVERY_PLATFORM = True
 ARTIFACTS = Path(os.environ.get("FLOWEROPS_ARTIFACTS", PROJECT_DIR / ".artifacts"))
 
 
-def open_page(browser: Browser, host: Any, path: str, wait_text: str, name: str) -> list[str]:
-    """Open a page as admin, wait until it shows wait_text, screenshot it; returns the console errors."""
+def open_page(browser: Browser, host: Any, path: str, wait_text: str, name: str, exact: bool = False) -> list[str]:
+    """Open a page as admin, wait until it shows wait_text (an element's whole text if exact), screenshot it;
+    returns the console errors."""
     context = login_context(browser)
     page: Page = context.new_page()
     errors: list[str] = []
@@ -28,7 +29,7 @@ def open_page(browser: Browser, host: Any, path: str, wait_text: str, name: str)
     try:
         response = page.goto(f"https://{DOMAIN}{prefix(host)}{path}", wait_until="networkidle", timeout=30000)
         assert response is not None and response.status == 200, f"{path}: {response and response.status}"
-        page.get_by_text(wait_text).first.wait_for(timeout=15000)
+        page.get_by_text(wait_text, exact=exact).first.wait_for(timeout=15000)
         page.wait_for_timeout(1500)  # one polling round of the UI, whose errors count too
         shots = ARTIFACTS / "screenshots" / host.backend.get_hostname()
         shots.mkdir(parents=True, exist_ok=True)
@@ -52,3 +53,9 @@ def test_task_page_shows_its_result(browser: Browser, host: Any, sample: dict[st
 
 def test_worker_page_shows_its_pool(browser: Browser, host: Any, sample: dict[str, str]) -> None:
     assert open_page(browser, host, f"/worker/{sample['worker']}", sample["worker"], "worker") == []
+
+
+def test_broker_page_shows_the_workers_queue(browser: Browser, host: Any, sample: dict[str, str]) -> None:
+    """Redis on the first platform, RabbitMQ on the prefix one (through its management API): the queue the
+    sample worker consumes is a row of the Broker page, not "No queue data is available"."""
+    assert open_page(browser, host, "/broker", "celery", "broker", exact=True) == []

@@ -125,12 +125,13 @@ def listener_wait_left(log: Path, since: float) -> float:
 
 
 def broker_answers(flower: Flower) -> bool:
-    """Flower asks its broker for its queues' lengths (Redis directly, RabbitMQ through broker_api)."""
+    """Flower asks its broker for its queues' lengths (Redis directly, RabbitMQ through its management API). It
+    asks for one queue at least, and on RabbitMQ answers 200 with none when the management API fails."""
     try:
-        flower.get("/api/queues/length")
+        lengths = flower.get("/api/queues/length")
     except (OSError, ValueError):
         return False
-    return True
+    return isinstance(lengths, dict) and bool(lengths.get("active_queues"))
 
 
 def restart(args: argparse.Namespace, why: str) -> str:
