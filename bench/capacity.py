@@ -19,7 +19,8 @@ from its socket) says what it handled.
   3. Redeployed through the inventory with flower_max_tasks 50,000 (above the default), and MemoryMax sized
      by preflight's own rule for it (roles/flower/vars/main.yml) with MemoryHigh at the defaults' ratio:
      50,000 tasks fed, rss_mb_50k, a periodic save (save_50k_s, its peak), then Flower restarted:
-     stop_50k_s (systemctl stop: its final save), load_50k_s (systemctl start to Flower answering
+     stop_50k_s (systemctl stop: its final save; stop_peak_mb_50k its peak RSS, VmHWM reset just before
+     and read until the process is gone), load_50k_s (systemctl start to Flower answering
      /healthcheck on its socket: Flower loads its state before it listens), and the unpickle alone
      (shelve, as Flower's load_state does, in Flower's Python).
 
@@ -112,6 +113,7 @@ def at_50k(args: argparse.Namespace, rule: dict[str, float]) -> dict[str, Any]:
         "restart_50k": loaded,
         "load_50k_s": loaded["ready_s"],
         "save_50k_s": save["save_s"],
+        "stop_peak_mb_50k": loaded["stop_peak_mb"],
     }
 
 
@@ -139,7 +141,8 @@ def report(result: dict[str, Any], rule: dict[str, float]) -> None:
     )
     r = result["restart_50k"]
     print(
-        f"50k: stop (final save) {r['stop_s']} s, start to ready {r['ready_s']} s, unpickle alone {r['unpickle_s']} s"
+        f"50k: stop (final save) {r['stop_s']} s, RSS {r['stop_rss_before_mb']} -> peak {r['stop_peak_mb']} MiB "
+        f"(x{r['stop_save_factor']}); start to ready {r['ready_s']} s, unpickle alone {r['unpickle_s']} s"
     )
     print(
         f"measured: {result['kib_per_task']} KiB per task, save factor {result['save_factor_measured']}; "
@@ -164,7 +167,11 @@ def main() -> int:
         result |= at_defaults(args, rule)
         result |= at_50k(args, rule)
         result["kib_per_task"] = round((result["rss_mb_50k"] - result["rss_mb_10k"]) * 1024 / 40000, 2)
-        result["save_factor_measured"] = max(result["save_10k"]["save_factor"], result["save_50k"]["save_factor"])
+        result["save_factor_measured"] = max(
+            result["save_10k"]["save_factor"],
+            result["save_50k"]["save_factor"],
+            result["restart_50k"]["stop_save_factor"] or 0,
+        )
         result["loadavg_end"] = [round(x, 2) for x in target.loadavg()]
     finally:
         target.finish(args)

@@ -60,13 +60,28 @@ def ready():
             return s.recv(64).startswith(b"HTTP/1.1 200")
     except OSError:
         return False
+def status(pid, field):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+# The stop's final save: Flower's peak RSS through it (VmHWM, reset first, read until the process is gone).
+pid = int(sys.argv[2])
+before, peak = status(pid, "VmRSS"), 0
+open(f"/proc/{pid}/clear_refs", "w").write("5")
 t0 = time.monotonic()
-subprocess.run(["systemctl", "stop", "flower"], check=True, timeout=120)
+stop = subprocess.Popen(["systemctl", "stop", "flower"])
+while stop.poll() is None:
+    try:
+        peak = max(peak, status(pid, "VmHWM"))
+    except (OSError, StopIteration):
+        break
+    time.sleep(0.01)
+stop.wait(timeout=120)
 t1 = time.monotonic()
 subprocess.run(["systemctl", "start", "flower"], check=True, timeout=60)
 while not ready() and time.monotonic() - t1 < 120:
     time.sleep(0.02)
-print(json.dumps({"stop_s": t1 - t0, "ready_s": time.monotonic() - t1}))
+ready_s = time.monotonic() - t1
+print(json.dumps({"stop_s": t1 - t0, "ready_s": ready_s, "rss_before_kib": before, "stop_peak_kib": peak}))
 """
 UNPICKLE = r"""
 import json, shelve, sys, time
@@ -140,11 +155,16 @@ def watch_save(name: str) -> dict[str, Any]:
 
 def restart_and_load(name: str) -> dict[str, Any]:
     flower = target.fact(name, "flower")
-    timed = json.loads(in_target(name, "python3", "-c", RESTART, flower["unix_socket"], timeout=300))
+    timed = json.loads(in_target(name, "python3", "-c", RESTART, flower["unix_socket"], flower_pid(name), timeout=300))
     python = f"{flower['venv']}/bin/python"
     unpickle = json.loads(in_target(name, python, "-c", UNPICKLE, flower["db"], timeout=300))
+    before, peak = timed["rss_before_kib"] / 1024, timed["stop_peak_kib"] / 1024
     return {
         "stop_s": round(timed["stop_s"], 2),
+        # The final save on stop (SIGTERM): Flower's peak RSS through it, against its RSS just before.
+        "stop_rss_before_mb": round(before, 1),
+        "stop_peak_mb": round(peak, 1),
+        "stop_save_factor": round(peak / before, 2) if before else None,
         "ready_s": round(timed["ready_s"], 2),
         "unpickle_s": round(unpickle["unpickle_s"], 2),
         "tasks_in_db": unpickle["tasks"],
