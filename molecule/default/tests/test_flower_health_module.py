@@ -92,7 +92,6 @@ def test_reports_a_stopped_worker(restores_services: Any) -> None:
     assert result["workers_online"] == 0
 
 
-@pytest.fixture
 def test_reports_a_stopped_broker(restores_services: Any) -> None:
     """Redis on the first platform; RabbitMQ on the prefix one, where Flower answers /api/queues/length with 200
     and no queue while the broker (its management API) is down: the broker check must fail on both."""
