@@ -17,6 +17,16 @@ from target import in_target
 
 ROLE = target.ROOT / "roles" / "flower"
 MIB = 1024 * 1024
+# Put before both scripts that watch Flower's memory (WATCH_SAVE, RESTART): a field of /proc/PID/status in KiB
+# (VmRSS, VmHWM); OSError once the process is gone, None when it lacks the field (a process being reaped).
+PROC_STATUS = r"""
+def status(pid, field):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return None
+"""
 # Polls for Flower's temporary save file and its RSS every 5 ms until one save has come and gone.
 # Waits out a save in progress, then polls for Flower's temporary save file and its RSS every 5 ms
 # until the next save has come and gone (VmHWM reset just before, so it holds that save's peak).
@@ -26,17 +36,13 @@ db, pid, timeout = sys.argv[1], sys.argv[2], float(sys.argv[3])
 deadline = time.monotonic() + timeout
 def saving():
     return bool(glob.glob(glob.escape(db + ".tmp") + "*"))
-def status(field):
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
 while saving() and time.monotonic() < deadline:
     time.sleep(0.005)
-before, since_start, peak, began = status("VmRSS"), status("VmHWM"), 0, None
+before, since_start, peak, began = status(pid, "VmRSS"), status(pid, "VmHWM"), 0, None
 open(f"/proc/{pid}/clear_refs", "w").write("5")
 while time.monotonic() < deadline:
     present = saving()
-    peak = max(peak, status("VmRSS"))
+    peak = max(peak, status(pid, "VmRSS"))
     if present and began is None:
         began = time.monotonic()
     if began is not None and not present:
@@ -44,7 +50,7 @@ while time.monotonic() < deadline:
     time.sleep(0.005)
 ended = time.monotonic()
 done = began is not None and ended < deadline
-print(json.dumps({"rss_before_kib": before, "peak_polled_kib": peak, "hwm_kib": status("VmHWM"),
+print(json.dumps({"rss_before_kib": before, "peak_polled_kib": peak, "hwm_kib": status(pid, "VmHWM"),
                   "hwm_start_kib": since_start, "save_s": None if began is None else ended - began,
                   "completed": done}))
 """
@@ -60,9 +66,6 @@ def ready():
             return s.recv(64).startswith(b"HTTP/1.1 200")
     except OSError:
         return False
-def status(pid, field):
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
 # The stop's final save: Flower's peak RSS through it (VmHWM, reset first, read until the process is gone).
 pid = int(sys.argv[2])
 before, peak = status(pid, "VmRSS"), 0
@@ -71,9 +74,12 @@ t0 = time.monotonic()
 stop = subprocess.Popen(["systemctl", "stop", "flower"])
 while stop.poll() is None:
     try:
-        peak = max(peak, status(pid, "VmHWM"))
-    except (OSError, StopIteration):
+        hwm = status(pid, "VmHWM")
+    except OSError:
         break
+    if hwm is None:
+        break
+    peak = max(peak, hwm)
     time.sleep(0.01)
 stop.wait(timeout=120)
 t1 = time.monotonic()
@@ -139,7 +145,9 @@ def rss_mb(name: str) -> float:
 def watch_save(name: str) -> dict[str, Any]:
     """One of Flower's periodic saves: its duration and Flower's peak RSS during it."""
     db = target.fact(name, "flower")["db"]
-    out = json.loads(in_target(name, "python3", "-c", WATCH_SAVE, db, flower_pid(name), "75", timeout=120))
+    out = json.loads(
+        in_target(name, "python3", "-c", PROC_STATUS + WATCH_SAVE, db, flower_pid(name), "75", timeout=120)
+    )
     if not out["completed"]:
         sys.exit(f"no periodic save of {db} seen within 75 s: {out}")
     before, peak = out["rss_before_kib"] / 1024, max(out["hwm_kib"], out["peak_polled_kib"]) / 1024
@@ -155,7 +163,9 @@ def watch_save(name: str) -> dict[str, Any]:
 
 def restart_and_load(name: str) -> dict[str, Any]:
     flower = target.fact(name, "flower")
-    timed = json.loads(in_target(name, "python3", "-c", RESTART, flower["unix_socket"], flower_pid(name), timeout=300))
+    timed = json.loads(
+        in_target(name, "python3", "-c", PROC_STATUS + RESTART, flower["unix_socket"], flower_pid(name), timeout=300)
+    )
     python = f"{flower['venv']}/bin/python"
     unpickle = json.loads(in_target(name, python, "-c", UNPICKLE, flower["db"], timeout=300))
     before, peak = timed["rss_before_kib"] / 1024, timed["stop_peak_kib"] / 1024
