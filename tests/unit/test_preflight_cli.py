@@ -57,12 +57,14 @@ def as_text(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def preflight(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+def preflight(
+    tmp_path: Path, *extra: str, group_vars: dict[str, Any] | None = None
+) -> subprocess.CompletedProcess[str]:
     inventory = tmp_path / "inventory"
     (inventory / "group_vars").mkdir(parents=True)
     hosts = {"all": {"children": {g: {"hosts": {"target": None}} for g in ("flower", "flower_monitoring")}}}
     (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts))
-    (inventory / "group_vars" / "all.yml").write_text(yaml.safe_dump(GROUP_VARS))
+    (inventory / "group_vars" / "all.yml").write_text(yaml.safe_dump(GROUP_VARS if group_vars is None else group_vars))
     env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"}
     for name, sub in (("ANSIBLE_ROLES_PATH", "roles"), ("ANSIBLE_LIBRARY", "library")):
         env.setdefault(name, str(ROOT / sub))
@@ -112,6 +114,88 @@ def test_a_relative_broker_ca_bundle_is_refused_by_name_without_the_broker_url(t
     failure = output[output.index("fatal: ") :]
     assert "flower_broker_ca_file must be an absolute path" in failure, output[-3000:]
     assert "preflight-broker-pw" not in output
+
+
+def without(key: str) -> dict[str, Any]:
+    return {k: v for k, v in GROUP_VARS.items() if k != key}
+
+
+# Bad input refused by preflight, naming the setting (Molecule's test_ansible_runs.py runs a few more against the
+# converged host, proving a refused run leaves it as it was). Each expected text is the refusal's own (a task's
+# banner, always printed, would match whatever happened).
+BAD_INPUT: dict[str, tuple[dict[str, Any], str]] = {
+    "unknown state": ({**GROUP_VARS, "flower_service_state": "runing"}, "flower_service_state"),
+    "missing secret": (without("flower_broker_url"), "flower_broker_url"),
+    "prefix without slash": ({**GROUP_VARS, "flower_url_prefix": "flower"}, "flower_url_prefix"),
+    "login without a password": ({**GROUP_VARS, "flower_users": [{"name": "admin", "role": "admin"}]}, "flower_users"),
+    "non-ASCII password": (
+        {**GROUP_VARS, "flower_users": [{"name": "admin", "password": "pässwörd-1234", "role": "admin"}]},
+        "flower_users[0] ('admin'): the password must be printable ASCII",
+    ),
+    # Flower's own basic auth has no read-only login: a viewer there could act.
+    "viewer in basic mode": ({**GROUP_VARS, "flower_auth_mode": "basic"}, "only admins"),
+    # The old names are refused with the new ones named, not silently ignored.
+    "old login format": ({**GROUP_VARS, "flower_basic_auth": ["admin:password-1234"]}, "flower_users"),
+    "old scrape setting": ({**GROUP_VARS, "flower_monitoring_scrape": False}, "flower_proxy_scrape"),
+    "max_tasks over MemoryMax": ({**GROUP_VARS, "flower_max_tasks": 100000}, "flower_memory_max"),
+    "no admin login": (
+        {**GROUP_VARS, "flower_users": [{"name": "ro", "password": "viewer-only-pw-123", "role": "viewer"}]},
+        "flower_users",
+    ),
+    "OAuth pattern Flower refuses": (
+        {
+            **GROUP_VARS,
+            "flower_auth_mode": "oauth",
+            "flower_oauth2_provider": "github",
+            "flower_oauth2_key": "id",
+            "flower_oauth2_secret": "oauth-secret-value",
+            "flower_oauth2_emails": "*@*.example.com",
+        },
+        "flower_oauth2_emails",
+    ),
+    # Flower widens only ".*": this one would match nobody (the documented form before 2.2's rule was read).
+    "OAuth pattern that matches nobody": (
+        {
+            **GROUP_VARS,
+            "flower_auth_mode": "oauth",
+            "flower_oauth2_provider": "github",
+            "flower_oauth2_key": "id",
+            "flower_oauth2_secret": "oauth-secret-value",
+            "flower_oauth2_emails": "*@example.com",
+        },
+        "flower_oauth2_emails",
+    ),
+    "unknown TLS profile": ({**GROUP_VARS, "flower_proxy_tls_profile": "old"}, "flower_proxy_tls_profile"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUT, ids=list(BAD_INPUT))
+def test_bad_input_is_refused_by_preflight_naming_the_setting(tmp_path: Path, case: str) -> None:
+    group_vars, expected = BAD_INPUT[case]
+    run = preflight(tmp_path, group_vars=group_vars)
+    output = run.stdout + run.stderr
+    assert run.returncode != 0, output[-3000:]
+    # The YAML callback folds long messages and doubles quotes inside quotes.
+    failure = " ".join(output[output.index("fatal: ") :].split()).replace("''", "'")
+    assert expected in failure, output[-3000:]
+
+
+@pytest.mark.parametrize("batch", ["0", "150%", "two"])
+def test_a_rollout_batch_that_is_not_a_number_of_hosts_or_a_percentage_is_refused(tmp_path: Path, batch: str) -> None:
+    """The Flower play's serial comes from -e flowerops_rollout_batch: Ansible would take 0 for "every host"."""
+    run = preflight(tmp_path, "-e", f"flowerops_rollout_batch={batch}")
+    output = run.stdout + run.stderr
+    assert run.returncode != 0
+    assert (
+        f"flowerops_rollout_batch must be a number of hosts (1, 2, ...) or a percentage of them (1% to 100%), "
+        f"given with -e (got '{batch}')" in " ".join(output.split())
+    ), output[-3000:]
+
+
+@pytest.mark.parametrize("batch", ["3", "100%"])
+def test_a_rollout_batch_of_hosts_or_a_percentage_passes_preflight(tmp_path: Path, batch: str) -> None:
+    run = preflight(tmp_path, "-e", f"flowerops_rollout_batch={batch}")
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
 
 
 def test_a_bad_login_is_refused_naming_the_entry_and_the_rule_and_no_password(tmp_path: Path) -> None:
