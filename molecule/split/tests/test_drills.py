@@ -1,6 +1,6 @@
 """Drills on the Flower host: faults made on purpose, bounded and stopping by themselves, each ending with the
-host serving again by itself. This module runs first (file order), so the rest of the scenario (the upgrade,
-the checklist in test_split.py) runs on the host the drills left.
+host serving again by itself. This module runs first (file order), so the rest of the scenario (the checklist
+in test_split.py) runs on the host the drills left.
 
 - kill -9 Flower: systemd starts it again (Restart=on-failure) and it comes back with every task of its last
   save.

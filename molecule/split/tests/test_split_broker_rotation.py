@@ -2,8 +2,8 @@
 
 Redis (the demo broker fixture), the sample worker and Flower get the new password from one run of the Flower host's
 converge (fixtures, then site.yml, as Molecule converges), limited to the phases the broker's settings touch
-(the configure and service tags: docs/on-call.md, "Rotating the broker's password"; site.yml's last stage, the
-health check, runs under any tags). Flower is restarted exactly once, with the new
+(the configure and service tags: docs/on-call.md, "Rotating the broker's password"; the health check that gates
+each Flower host runs under any tags). Flower is restarted exactly once, with the new
 secret; Redis refuses the old one; a task sent afterwards shows in Flower, with nobody touching anything; and no
 password, old or new, is in the run's output. Runs after test_split.py (file order) and before
 test_tls_provided.py, which re-deploys with tags that leave the broker's settings alone.
