@@ -1,9 +1,9 @@
 """Drill: the broker's password rotated the way an operator does it, in the inventory, then a re-run.
 
-Redis (the demo broker fixture), the sample worker and Flower get the new password from one run of the Flower host's
-converge (fixtures, then site.yml, as Molecule converges), limited to the phases the broker's settings touch
-(the configure and service tags: docs/on-call.md, "Rotating the broker's password"; the health check that gates
-each Flower host runs under any tags). Flower is restarted exactly once, with the new
+Redis (the demo broker fixture) and the sample worker get the new password from a run of the fixtures (in production,
+the broker's own tooling), then Flower from a run of site.yml on the Flower host, each limited to the phases the
+broker's settings touch (the configure and service tags: docs/on-call.md, "Rotating the broker's password"; the
+health check that gates each Flower host runs under any tags). Flower is restarted exactly once, with the new
 secret; Redis refuses the old one; a task sent afterwards shows in Flower, with nobody touching anything; and no
 password, old or new, is in the run's output. Runs after test_split.py (file order) and before
 test_tls_provided.py, which re-deploys with tags that leave the broker's settings alone.
@@ -28,12 +28,12 @@ def test_a_broker_password_rotation_restarts_flower_once_and_it_watches_again(fl
     rotated = {"demo_broker_password": new, "flower_broker_url": url, "demo_worker_broker_url": url}
     since = flower.check_output("date +%s")
     started = time.monotonic()
-    roles = ("demo_broker", "demo_worker", "flower")
-    phases = [f"{role}_{phase}" for role in roles for phase in ("configure", "service")]
-    args = ("--limit", FLOWER, "--tags", ",".join(phases), "-e", json.dumps(rotated))
-    result = run_playbook("molecule/resources/converge.yml", *args)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-4000:]
+    output = ""
+    for playbook, roles in (("playbooks/fixtures.yml", ("demo_broker", "demo_worker")), ("site.yml", ("flower",))):
+        phases = [f"{role}_{phase}" for role in roles for phase in ("configure", "service")]
+        result = run_playbook(playbook, "--limit", FLOWER, "--tags", ",".join(phases), "-e", json.dumps(rotated))
+        output += result.stdout + result.stderr
+        assert result.returncode == 0, output[-4000:]
     assert "Check Flower end to end" in output, "the run did not end with the health check"
     record("broker_password_rotation_run_s", time.monotonic() - started)
     for secret in (old, new, url):
