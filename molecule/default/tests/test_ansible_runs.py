@@ -61,7 +61,7 @@ def molecules_runs() -> list[str]:
             runs.append((pid, []))
         runs[-1][1].append(line)
     texts = ["\n".join(lines) for _, lines in runs]
-    starts = [i for i, text in enumerate(texts) if "PLAY [Record the untouched host]" in text]
+    starts = [i for i, text in enumerate(texts) if "PLAY [Record the host before the first check-mode run]" in text]
     assert starts, "prepare's run is not in the log"
     checks = [i for i, text in enumerate(texts) if "DRY RUN" in text]
     # Up to the second check: what comes after is the verifier's own (testinfra reads the inventory, secrets
