@@ -159,10 +159,15 @@ def test_every_flower_route_refuses_anonymous_get_and_post(host: Any, front_door
     for route in (r for r in routes if not r.startswith("/static/")):
         for method in ("GET", "POST"):
             status, headers, _ = front_door.request(method, route)
+            # This test is about auth: past the API's burst, wait for its rate (bounded) and ask again.
+            for _ in range(10):
+                if status != 429:
+                    break
+                time.sleep(0.25)
+                status, headers, _ = front_door.request(method, route)
             location = headers.get("Location", "")
             if not (status in REFUSED or (status in REDIRECTS and "login" in location)):
                 wrong.append(f"{method} {route}: {status}")
-            time.sleep(0.25)  # stay under the API's rate limit: this test is about auth
     assert not wrong, wrong
 
 
