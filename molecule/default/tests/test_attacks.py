@@ -352,6 +352,9 @@ def not_banned(host: Any) -> Iterator[str]:
         host.run("fail2ban-client set %s addignoreip %s", JAIL, me)
     yield me
     if not ignored:
+        # fail2ban reads nginx's log a moment after the write (about 0.15 s here): the last failures must be
+        # judged while the address is still ignored, or they ban it after the unban below.
+        time.sleep(1)
         host.run("fail2ban-client set %s delignoreip %s", JAIL, me)
         unban(host, me)
 
