@@ -1,4 +1,4 @@
-"""Shared helpers of the split scenario's checks: Flower on one host, Prometheus on another."""
+"""Shared helpers of the split scenario's checks: Flower, the broker, two workers and Prometheus, each on its host."""
 
 from __future__ import annotations
 
@@ -27,7 +27,15 @@ __all__ = ["container_ip", "service_diagnostics", "wait_for"]
 
 MOLECULE = yaml.safe_load((SCENARIO_DIR / "molecule.yml").read_text())
 GROUP_VARS: dict[str, Any] = MOLECULE["provisioner"]["inventory"]["group_vars"]["all"]
-FLOWER, MONITOR = (platform["name"] for platform in MOLECULE["platforms"])
+HOST_VARS: dict[str, dict[str, Any]] = MOLECULE["provisioner"]["inventory"].get("host_vars", {})
+
+
+def _platforms(group: str) -> list[str]:
+    return [platform["name"] for platform in MOLECULE["platforms"] if group in platform.get("groups", [])]
+
+
+(FLOWER,), (MONITOR,), (BROKER,) = _platforms("flower"), _platforms("flower_monitoring"), _platforms("demo_broker")
+WORKERS = _platforms("demo_worker")
 DOMAIN: str = GROUP_VARS["flower_domain"]
 ADMIN: dict[str, str] = GROUP_VARS["flower_users"][0]
 SECRETS = [GROUP_VARS["demo_broker_password"], ADMIN["password"]]
@@ -36,6 +44,7 @@ LOCAL_CA = "/etc/ssl/flowerops/ca/ca.crt"
 CA_COPY = f"/etc/prometheus/flower-ca/{FLOWER}.crt"
 # The broker is Redis over TLS alone (rediss://), its certificate from a CA of its own (demo_broker_tls).
 BROKER_CA: str = GROUP_VARS["flower_broker_ca_file"]
+# On the broker's host.
 REDIS_CLI = f"redis-cli --tls --cacert {BROKER_CA} -h localhost --no-auth-warning"
 
 
@@ -53,6 +62,49 @@ def flower(host: Any) -> Any:
 @pytest.fixture(scope="module")
 def monitor(host: Any) -> Any:
     return only_on(host, MONITOR)
+
+
+@pytest.fixture(scope="module")
+def broker(host: Any) -> Any:
+    return only_on(host, BROKER)
+
+
+def platform_host(name: str) -> Any:
+    """A platform by name, for tests that run on another."""
+    return testinfra.get_host(f"docker://{name}")
+
+
+def send_task(args: str = "[20, 22]") -> str:
+    """A task of the sample app, sent from the first worker host (demo-worker-call); its id."""
+    sent = platform_host(WORKERS[0]).run("demo-worker-call add %s", args)
+    assert sent.rc == 0, sent.stderr
+    return sent.stdout.strip().splitlines()[-1]
+
+
+_CONNECT = """
+import socket, sys
+address, port, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+try:
+    socket.create_connection((address, port), timeout).close()
+    print("open")
+except ConnectionRefusedError:
+    print("refused")
+except (TimeoutError, socket.timeout):
+    print("filtered")
+except OSError as error:
+    print("error", error)
+"""
+
+
+def connect_from(source: Any, address: str, port: int, attempts: int = 2, timeout: float = 3.0) -> str:
+    """What a TCP connection from the source host to address:port sees (open, refused, filtered); a filtered port
+    must stay so on every attempt."""
+    seen = ""
+    for _ in range(attempts):
+        seen = source.run("python3 -c %s %s %s %s", _CONNECT, address, str(port), str(timeout)).stdout.strip()
+        if seen != "filtered":
+            return seen
+    return seen
 
 
 def run_playbook(playbook: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -81,7 +133,7 @@ def flower_targets_up(monitor: Any) -> dict[str, str]:
 
 def flower_host() -> Any:
     """The Flower platform, for tests that run on another (or on both)."""
-    return testinfra.get_host(f"docker://{FLOWER}")
+    return platform_host(FLOWER)
 
 
 def basic_auth(login: tuple[str, str]) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from conftest import ADMIN, GROUP_VARS, PROJECT_DIR, get, run_playbook, served_ca, wait_for
+from conftest import ADMIN, GROUP_VARS, PROJECT_DIR, get, run_playbook, send_task, served_ca, wait_for
 
 ROLES = PROJECT_DIR / "roles"
 ACCOUNT = yaml.safe_load((ROLES / "flower_account" / "defaults" / "main.yml").read_text())
@@ -76,9 +76,7 @@ def test_a_debian_12_gdbm_database_loads_moves_to_sqlite_and_restores_with_every
     flower: Any, tmp_path: Path
 ) -> None:
     ca = served_ca(tmp_path)
-    sent = [flower.run("demo-worker-call add %s", f"[{n}, 12]") for n in range(6)]
-    assert all(run.rc == 0 for run in sent), [run.stderr for run in sent]
-    ids = {run.stdout.strip().splitlines()[-1] for run in sent}
+    ids = {send_task(f"[{n}, 12]") for n in range(6)}
     assert wait_for(lambda: holds(ca, ids), timeout=60), "the tasks did not reach Flower"
     restart(flower, ca, ids)
     # Python 3.13 (Debian 13) saves with dbm.sqlite3; Debian 12's Python with gdbm (FLOWEROPS_DEBIAN_RELEASE=12).

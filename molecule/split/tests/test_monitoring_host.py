@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import testinfra
 from conftest import FLOWER as INSTANCE
-from conftest import container_ip, service_diagnostics, wait_for
+from conftest import connect_from, container_ip, service_diagnostics, wait_for
 from playwright.sync_api import sync_playwright
 from testlib import CHROMIUM
 
@@ -33,38 +33,11 @@ SSH_PORT = 22
 # as an ES module (its classic build is under umd/), and the pages load it as a classic script. Bootstrap's
 # tooltips lose it; the page's data and jQuery, which its own scripts need, are there.
 DEBIAN_PAGE_ERRORS = {"Unexpected token 'export'"}
-ATTEMPTS = 2
-TIMEOUT = 3.0
-
-# Run on the Flower host: one TCP connect, "open", "refused" (closed) or "filtered" (no answer in time).
-_CONNECT = """
-import socket, sys
-address, port, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-try:
-    socket.create_connection((address, port), timeout).close()
-    print("open")
-except ConnectionRefusedError:
-    print("refused")
-except (TimeoutError, socket.timeout):
-    print("filtered")
-except OSError as error:
-    print("error", error)
-"""
 
 
 @pytest.fixture(scope="module")
 def other_host() -> Any:
     return testinfra.get_host(f"docker://{INSTANCE}")
-
-
-def connect_from(other: Any, address: str, port: int) -> str:
-    """What the Flower host sees when it connects to address:port; a filtered port must stay so every time."""
-    seen = ""
-    for _ in range(ATTEMPTS):
-        seen = other.run("python3 -c %s %s %s %s", _CONNECT, address, str(port), str(TIMEOUT)).stdout.strip()
-        if seen != "filtered":
-            return seen
-    return seen
 
 
 def listening(host: Any, port: int) -> list[str]:

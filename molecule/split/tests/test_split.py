@@ -10,6 +10,7 @@ re-deployed with the provided TLS mode is test_tls_provided.py's (it runs after 
 from __future__ import annotations
 
 import json
+import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
@@ -17,17 +18,23 @@ from typing import Any
 import pytest
 from conftest import (
     ADMIN,
+    BROKER,
     BROKER_CA,
     CA_COPY,
     DOMAIN,
     FLOWER,
     GROUP_VARS,
     LOCAL_CA,
+    MONITOR,
     PROJECT_DIR,
     SECRETS,
+    WORKERS,
+    connect_from,
+    container_ip,
     flower_host,
     flower_targets_up,
     get,
+    platform_host,
     request,
     run_playbook,
     served_ca,
@@ -84,8 +91,8 @@ def test_the_checklist_passes_with_monitoring_on_its_own_host(flower: Any) -> No
 PLAIN_CLIENT = """
 import socket, sys
 try:
-    with socket.create_connection(("127.0.0.1", 6379), timeout=5) as conn:
-        conn.sendall(b"AUTH " + sys.argv[1].encode() + b"\\r\\nPING\\r\\n")
+    with socket.create_connection((sys.argv[1], 6379), timeout=5) as conn:
+        conn.sendall(b"AUTH " + sys.argv[2].encode() + b"\\r\\nPING\\r\\n")
         print(repr(conn.recv(200)))
 except OSError as exc:
     print(repr(exc))
@@ -93,19 +100,76 @@ except OSError as exc:
 
 
 def test_the_broker_speaks_tls_alone_and_only_to_clients_that_trust_its_ca(flower: Any) -> None:
-    """The broker is Redis over TLS (rediss://, demo_broker_tls): a plain client with the right password gets
-    no answer on its port, a TLS client checking against Debian's trust store refuses the broker's certificate,
-    and one given the broker's CA (as Flower and the worker are, flower_broker_ca_file) is answered. Flower
-    watching this broker is what the other tests and the drills show (its workers online, tasks arriving)."""
+    """The broker is Redis over TLS (rediss://, demo_broker_tls) on a host of its own: a plain client on the
+    Flower host with the right password gets no answer on its port, a TLS client checking against Debian's trust
+    store refuses the broker's certificate, and one given the broker's CA (as Flower and the workers are,
+    flower_broker_ca_file) is answered. Flower watching this broker is what the other tests and the drills show
+    (its workers online, tasks arriving)."""
     password = GROUP_VARS["demo_broker_password"]
-    plain = flower.run("python3 -c %s %s", PLAIN_CLIENT, password)
+    plain = flower.run("python3 -c %s %s %s", PLAIN_CLIENT, BROKER, password)
     assert plain.rc == 0, plain.stderr
     assert "PONG" not in plain.stdout and "+OK" not in plain.stdout, plain.stdout
-    untrusted = flower.run("redis-cli --tls -h localhost --no-auth-warning -a %s ping", password)
+    broker = platform_host(BROKER)
+    untrusted = broker.run("redis-cli --tls -h localhost --no-auth-warning -a %s ping", password)
     assert "PONG" not in untrusted.stdout, untrusted.stdout
     assert "certificate verify failed" in untrusted.stdout + untrusted.stderr, untrusted.stdout + untrusted.stderr
-    trusted = flower.run("redis-cli --tls --cacert %s -h localhost --no-auth-warning -a %s ping", BROKER_CA, password)
+    trusted = broker.run("redis-cli --tls --cacert %s -h localhost --no-auth-warning -a %s ping", BROKER_CA, password)
     assert trusted.stdout.strip() == "PONG", trusted.stdout + trusted.stderr
+
+
+def test_the_brokers_port_admits_flower_and_the_workers_alone(flower: Any) -> None:
+    """The broker host's firewall (flower_firewall_extra_rules in molecule.yml) opens Redis's port to the Flower
+    and worker hosts' addresses alone: from the monitoring host the connection times out (dropped), and Redis
+    listens beyond loopback, so it is the firewall that holds."""
+    broker = platform_host(BROKER)
+    address = container_ip(broker)
+    assert [line for line in broker.run("ss -Hltn 'sport = :6379'").stdout.splitlines() if "0.0.0.0:" in line]
+    assert connect_from(platform_host(MONITOR), address, 6379) == "filtered"
+    for source in (FLOWER, *WORKERS):
+        assert connect_from(platform_host(source), address, 6379) == "open", source
+    assert "Status: active" in broker.check_output("ufw status")
+
+
+def workers_online(ca: Path) -> dict[str, bool]:
+    """Flower's view of its workers (name -> online), through the front door."""
+    status, body = get("/api/workers?status=1", ca, (ADMIN["name"], ADMIN["password"]))
+    return json.loads(body) if status == 200 else {}
+
+
+def worker_offline_alerts() -> list[str]:
+    """The workers FlowerWorkerOffline fires for, from Prometheus on the monitoring host."""
+    run = platform_host(MONITOR).run(
+        "python3 -c %s",
+        "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9090/api/v1/alerts').read().decode())",
+    )
+    alerts = json.loads(run.stdout)["data"]["alerts"] if run.rc == 0 else []
+    return [
+        alert["labels"].get("worker", "")
+        for alert in alerts
+        if alert["labels"]["alertname"] == "FlowerWorkerOffline" and alert["state"] == "firing"
+    ]
+
+
+def test_a_stopped_worker_host_shows_offline_in_flower_and_fires_the_alert(flower: Any, tmp_path: Path) -> None:
+    """Both worker hosts' workers are online in Flower, through the proxy; the second worker host shut down
+    (docker stop: systemd's own shutdown, the worker says goodbye) shows offline there, and Prometheus fires
+    FlowerWorkerOffline naming it (flower_monitoring_worker_offline_for is 10s here). Started again, it comes
+    back online and the alert clears."""
+    ca = served_ca(tmp_path)
+    names = [f"demo-worker@{name}" for name in WORKERS]
+    assert wait_for(lambda: all(workers_online(ca).get(name) for name in names), timeout=60), workers_online(ca)
+    stopped = names[-1]
+    subprocess.run(["docker", "stop", "--time", "60", WORKERS[-1]], check=True, capture_output=True, timeout=90)
+    try:
+        assert wait_for(lambda: workers_online(ca).get(stopped) is False, timeout=60), workers_online(ca)
+        assert workers_online(ca).get(names[0]) is True, workers_online(ca)
+        fired = wait_for(lambda: stopped in worker_offline_alerts(), timeout=90, interval=2)
+        assert fired, f"FlowerWorkerOffline fires for {worker_offline_alerts()}"
+        assert worker_offline_alerts() == [stopped]
+    finally:
+        subprocess.run(["docker", "start", WORKERS[-1]], check=True, capture_output=True, timeout=60)
+    assert wait_for(lambda: workers_online(ca).get(stopped) is True, timeout=90), workers_online(ca)
+    assert wait_for(lambda: not worker_offline_alerts(), timeout=60, interval=2), worker_offline_alerts()
 
 
 def test_debian_13s_openssl_negotiates_the_post_quantum_hybrid_group(flower: Any) -> None:

@@ -1,11 +1,11 @@
 """Drill: the broker's password rotated the way an operator does it, in the inventory, then a re-run.
 
-Redis (the demo broker fixture) and the sample worker get the new password from a run of the fixtures (in production,
-the broker's own tooling), then Flower from a run of site.yml on the Flower host, each limited to the phases the
-broker's settings touch (the configure and service tags: docs/on-call.md, "Rotating the broker's password"; the
-health check that gates each Flower host runs under any tags). Flower is restarted exactly once, with the new
-secret; Redis refuses the old one; a task sent afterwards shows in Flower, with nobody touching anything; and no
-password, old or new, is in the run's output. Runs after test_split.py (file order) and before
+Redis (the demo broker fixture, on its host) and the sample workers (on theirs) get the new password from a run of
+the fixtures (in production, the broker's own tooling), then Flower from a run of site.yml on the Flower host, each
+limited to the phases the broker's settings touch (the configure and service tags: docs/on-call.md, "Rotating the
+broker's password"; the health check that gates each Flower host runs under any tags). Flower is restarted exactly
+once, with the new secret; Redis refuses the old one; a task sent afterwards shows in Flower, with nobody touching
+anything; and no password, old or new, is in the run's output. Runs after test_split.py (file order) and before
 test_tls_provided.py, which re-deploys with tags that leave the broker's settings alone.
 """
 
@@ -17,7 +17,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from conftest import FLOWER, GROUP_VARS, REDIS_CLI, record, run_playbook, served_ca, task_state, wait_for
+from conftest import (
+    BROKER,
+    FLOWER,
+    GROUP_VARS,
+    REDIS_CLI,
+    WORKERS,
+    platform_host,
+    record,
+    run_playbook,
+    send_task,
+    served_ca,
+    task_state,
+    wait_for,
+)
 
 
 def test_a_broker_password_rotation_restarts_flower_once_and_it_watches_again(flower: Any, tmp_path: Path) -> None:
@@ -29,9 +42,14 @@ def test_a_broker_password_rotation_restarts_flower_once_and_it_watches_again(fl
     since = flower.check_output("date +%s")
     started = time.monotonic()
     output = ""
-    for playbook, roles in (("playbooks/fixtures.yml", ("demo_broker", "demo_worker")), ("site.yml", ("flower",))):
+    runs = (
+        ("playbooks/fixtures.yml", ("demo_broker", "demo_worker"), [BROKER, *WORKERS]),
+        ("site.yml", ("flower",), [FLOWER]),
+    )
+    for playbook, roles, hosts in runs:
         phases = [f"{role}_{phase}" for role in roles for phase in ("configure", "service")]
-        result = run_playbook(playbook, "--limit", FLOWER, "--tags", ",".join(phases), "-e", json.dumps(rotated))
+        limit = ",".join(hosts)
+        result = run_playbook(playbook, "--limit", limit, "--tags", ",".join(phases), "-e", json.dumps(rotated))
         output += result.stdout + result.stderr
         assert result.returncode == 0, output[-4000:]
     assert "Check Flower end to end" in output, "the run did not end with the health check"
@@ -41,10 +59,9 @@ def test_a_broker_password_rotation_restarts_flower_once_and_it_watches_again(fl
 
     starts = flower.run("journalctl -u flower --no-pager -o cat --since @%s", since).stdout
     assert starts.count("Started flower.service") == 1, starts[-2000:]
-    taken = [flower.run(f"{REDIS_CLI} -a %s ping", password).stdout.strip() for password in (old, new)]
+    broker = platform_host(BROKER)
+    taken = [broker.run(f"{REDIS_CLI} -a %s ping", password).stdout.strip() for password in (old, new)]
     assert taken[1] == "PONG" and "PONG" not in taken[0], f"old password: {taken[0]!r}; new: {taken[1]!r}"
 
-    sent = flower.run("demo-worker-call add '[40, 2]'")
-    assert sent.rc == 0, sent.stderr
-    task_id = sent.stdout.strip().splitlines()[-1]
+    task_id = send_task("[40, 2]")
     assert wait_for(lambda: task_state(task_id, ca) == "SUCCESS", timeout=60), task_state(task_id, ca)
