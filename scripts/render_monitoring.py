@@ -6,7 +6,7 @@ them as Ansible's template module does (same delimiters, trim_blocks), so
 `promtool test rules` proves the rules a host gets with the defaults.
 
 python scripts/render_monitoring.py [--out DIR]
-    [--target NAME=ADDRESS[,server_name=N][,url_prefix=P][,queues][,checklist]]...
+    [--target NAME=ADDRESS[,cluster=C][,server_name=N][,url_prefix=P][,queues][,checklist]]...
 
 writes DIR/flower.yml (the rules) and DIR/prometheus.yml (whose rule_files
 points at DIR/flower.yml); DIR defaults to .cache/monitoring.
@@ -62,10 +62,18 @@ def render(name: str, variables: dict[str, Any], **delimiters: str) -> str:
 
 
 def parse_target(text: str) -> dict[str, Any]:
-    """NAME=ADDRESS[,server_name=N][,url_prefix=P][,queues][,checklist] -> one flower_monitoring_targets entry."""
+    """NAME=ADDRESS[,cluster=C][,server_name=N][,url_prefix=P][,queues][,checklist] -> one flower_monitoring_targets
+    entry."""
     head, *options = text.split(",")
     name, _, address = head.partition("=")
-    target: dict[str, Any] = {"name": name, "address": address, "server_name": name, "url_prefix": "", "queues": False}
+    target: dict[str, Any] = {
+        "name": name,
+        "cluster": "default",
+        "address": address,
+        "server_name": name,
+        "url_prefix": "",
+        "queues": False,
+    }
     for option in options:
         key, _, value = option.partition("=")
         target[key] = value if value else True

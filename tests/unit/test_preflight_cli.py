@@ -171,6 +171,8 @@ BAD_INPUT: dict[str, tuple[dict[str, Any], str]] = {
         "flower_oauth2_emails",
     ),
     "unknown TLS profile": ({**GROUP_VARS, "flower_proxy_tls_profile": "old"}, "flower_proxy_tls_profile"),
+    # A label value the alerts' summaries would carry as it is.
+    "cluster name with a space": ({**GROUP_VARS, "flower_cluster": "orders eu"}, "flower_cluster must be 1 to 63"),
 }
 
 

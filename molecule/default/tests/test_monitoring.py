@@ -15,6 +15,7 @@ import pytest
 from conftest import (
     GET_ON_HOST,
     INSTANCE,
+    MOLECULE,
     PROJECT_DIR,
     SECRETS,
     fetch,
@@ -31,6 +32,10 @@ DASHBOARD = PROJECT_DIR / "roles" / "flower_monitoring" / "files" / "flower-dash
 RECEIVER = PROJECT_DIR / "tests" / "tools" / "alert_receiver.py"
 ALERTS_FILE = "/tmp/flowerops-alerts.jsonl"
 RECEIVER_PORT = 9099  # molecule.yml's flower_alerting_webhook_urls
+
+
+HOST_VARS = MOLECULE["provisioner"]["inventory"]["host_vars"]
+CLUSTERS = {name: HOST_VARS[name]["flower_cluster"] for name in (INSTANCE, OTHER)}
 
 
 def flower_targets(host: Any) -> list[dict]:
@@ -59,6 +64,11 @@ def test_prometheus_scrapes_flower_and_the_queue_exporter_through_nginx(host: An
         f"https://{OTHER}:443/flower/metrics/queues",
     ]
     assert {target["labels"]["instance"] for target in targets} == {INSTANCE, OTHER}
+    # Each Flower's series carry the cluster it watches (its host's flower_cluster, recorded by the flower role).
+    assert {(target["labels"]["instance"], target["labels"]["cluster"]) for target in targets} == {
+        (INSTANCE, CLUSTERS[INSTANCE]),
+        (OTHER, CLUSTERS[OTHER]),
+    }
 
 
 def test_rules_and_config_pass_promtool_and_are_loaded(host: Any) -> None:
@@ -183,13 +193,19 @@ def alert_state(host: Any, name: str) -> str:
     return "firing" if "firing" in states else (states[0] if states else "")
 
 
-def delivered(host: Any, name: str) -> bool:
+def delivered_alerts(host: Any, name: str) -> list[dict]:
+    """The firing alerts of that name the webhook received."""
     lines = host.run(f"cat {ALERTS_FILE}").stdout.splitlines()
-    return any(
-        alert["labels"].get("alertname") == name and alert["status"] == "firing"
+    return [
+        alert
         for line in lines
         for alert in json.loads(line).get("alerts", [])
-    )
+        if alert["labels"].get("alertname") == name and alert["status"] == "firing"
+    ]
+
+
+def delivered(host: Any, name: str) -> bool:
+    return bool(delivered_alerts(host, name))
 
 
 def test_worker_offline_alert_fires_and_reaches_the_webhook(host: Any, receiver: None, worker_stopped: None) -> None:
@@ -204,6 +220,11 @@ def test_worker_offline_alert_fires_and_reaches_the_webhook(host: Any, receiver:
     assert wait_for(lambda: delivered(host, "FlowerWorkerOffline"), timeout=90, interval=2), host.run(
         f"cat {ALERTS_FILE}; journalctl -u prometheus-alertmanager -n 30 --no-pager"
     ).stdout
+    # The page names the cluster whose worker is gone, in its labels (for routing) and its summary.
+    for alert in delivered_alerts(host, "FlowerWorkerOffline"):
+        cluster = CLUSTERS[alert["labels"]["instance"]]
+        assert alert["labels"]["cluster"] == cluster, alert["labels"]
+        assert alert["annotations"]["summary"].startswith(f"Cluster {cluster}: Worker "), alert["annotations"]
     # The on-call procedure (docs/on-call.md, "Alerts"), as written: see the alert with amtool on the host,
     # silence it, and lift the silence.
     amtool = "amtool --alertmanager.url=http://127.0.0.1:9093"

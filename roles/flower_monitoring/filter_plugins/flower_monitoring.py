@@ -1,9 +1,10 @@
 """Filters of the flower_monitoring role: the scrape targets, from what each Flower host's roles recorded.
 
-Each Flower host's front door (the flower_proxy role) records in its local facts where and under which
-name it is scraped, and whether it serves the queue exporter; the flower_tls role records the CA its
-certificate is checked with (its content: a path on the Flower host means nothing here). A host with no
-such facts yet (never deployed, or a check-mode preview before the first run) is not a target.
+Each Flower host's flower role records the cluster its Flower watches, and its front door (the flower_proxy
+role) records in its local facts where and under which name it is scraped, and whether it serves the queue
+exporter; the flower_tls role records the CA its certificate is checked with (its content: a path on the Flower
+host means nothing here). A host with no such facts yet (never deployed, or a check-mode preview before the first
+run) is not a target.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from typing import Any
 
 
 def flower_scrape_targets(hosts: list[str], hostvars: Any) -> list[dict[str, Any]]:
-    """Scrape targets (name, address, server_name, url_prefix, queues, checklist, ca_pem) of the hosts that opt
-    in."""
+    """Scrape targets (name, cluster, address, server_name, url_prefix, queues, checklist, ca_pem) of the hosts
+    that opt in; a Flower that recorded no cluster (deployed before flower_cluster) is in the cluster "default"."""
     targets = []
     for name in hosts:
         local = hostvars[name].get("ansible_local") or {}
@@ -23,6 +24,7 @@ def flower_scrape_targets(hosts: list[str], hostvars: Any) -> list[dict[str, Any
         targets.append(
             {
                 "name": name,
+                "cluster": (local.get("flower") or {}).get("cluster") or "default",
                 "address": proxy.get("scrape_address") or f"{proxy['domain']}:443",
                 "server_name": proxy["domain"],
                 "url_prefix": proxy.get("url_prefix", ""),
