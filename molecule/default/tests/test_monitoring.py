@@ -79,10 +79,11 @@ def test_rules_and_config_pass_promtool_and_are_loaded(host: Any) -> None:
     assert {"FlowerTaskFailureRatioHigh", "FlowerQueueTooLong"} <= names
 
 
-def panel_queries() -> list[tuple[str, str]]:
+def panel_queries(cluster: str = ".*") -> list[tuple[str, str]]:
+    """Each panel's queries as Grafana sends them with the cluster variable set (".*": All, its allValue)."""
     dashboard = json.loads(DASHBOARD.read_text())
     return [
-        (panel["title"], target["expr"])
+        (panel["title"], target["expr"].replace("$cluster", cluster))
         for panel in dashboard["panels"]
         for target in panel.get("targets", [])
         if target.get("expr")
@@ -146,6 +147,21 @@ PANEL_SHOWS: dict[str, tuple[str, Any]] = {
 
 def test_every_dashboard_panel_has_an_expectation() -> None:
     assert {title for title, _ in panel_queries()} == set(PANEL_SHOWS)
+
+
+def test_the_dashboards_cluster_variable_offers_each_cluster_and_narrows_every_panel(host: Any) -> None:
+    """The dashboard's cluster variable lists the clusters Prometheus has (here a and b), every selector of every
+    panel is filtered by it, and with one cluster chosen a panel shows that cluster's Flower alone."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    (variable,) = [v for v in dashboard["templating"]["list"] if v["name"] == "cluster"]
+    offered = prometheus(host, "/api/v1/label/cluster/values", **{"match[]": 'up{job="flower"}'})
+    assert variable["query"]["query"] == 'label_values(up{job="flower"}, cluster)'
+    assert sorted(offered) == sorted(CLUSTERS.values()), offered
+    for title, expr in panel_queries("$cluster"):
+        assert expr.count('job="') == expr.count('cluster=~"$cluster"'), f"{title}: {expr}"
+    (up,) = [expr for title, expr in panel_queries(CLUSTERS[OTHER]) if title == "Flower up"]
+    shown = prometheus(host, "/api/v1/query", query=up)["result"]
+    assert [one["metric"]["instance"] for one in shown] == [OTHER], shown
 
 
 @pytest.mark.usefixtures("task_traffic")
