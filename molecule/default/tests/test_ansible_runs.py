@@ -51,8 +51,10 @@ def new_deprecations(output: str) -> list[str]:
 
 def molecules_runs() -> list[str]:
     """Molecule's own ansible-playbook runs of this test, in order, from the log the shared config keeps
-    (ANSIBLE_LOG_PATH): prepare, the bare-host check, side_effect, converge, idempotence, the second check."""
-    log = Path(os.environ["ANSIBLE_LOG_PATH"]).read_text(encoding="utf-8", errors="replace")
+    (ANSIBLE_LOG_PATH; the same file when verify is run by hand without it): prepare, the bare-host check,
+    side_effect, converge, idempotence, the second check."""
+    path = os.environ.get("ANSIBLE_LOG_PATH") or Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "ansible.log"
+    log = Path(path).read_text(encoding="utf-8", errors="replace")
     runs: list[tuple[str, list[str]]] = []
     for line in log.splitlines():
         found = re.match(r"\S+ \S+ p=(\d+) ", line)
