@@ -27,7 +27,6 @@ __all__ = ["container_ip", "service_diagnostics", "wait_for"]
 
 MOLECULE = yaml.safe_load((SCENARIO_DIR / "molecule.yml").read_text())
 GROUP_VARS: dict[str, Any] = MOLECULE["provisioner"]["inventory"]["group_vars"]["all"]
-HOST_VARS: dict[str, dict[str, Any]] = MOLECULE["provisioner"]["inventory"].get("host_vars", {})
 
 
 def _platforms(group: str) -> list[str]:
@@ -62,11 +61,6 @@ def flower(host: Any) -> Any:
 @pytest.fixture(scope="module")
 def monitor(host: Any) -> Any:
     return only_on(host, MONITOR)
-
-
-@pytest.fixture(scope="module")
-def broker(host: Any) -> Any:
-    return only_on(host, BROKER)
 
 
 def platform_host(name: str) -> Any:
@@ -113,13 +107,21 @@ def run_playbook(playbook: str, *args: str) -> subprocess.CompletedProcess[str]:
     return ansible_playbook(PROJECT_DIR, inventory, playbook, *args)
 
 
-def prometheus_targets(monitor: Any) -> list[dict[str, Any]]:
-    """Prometheus' active targets, asked on the monitoring host (it listens on loopback only)."""
+def prometheus_data(monitor: Any, path: str) -> dict[str, Any]:
+    """The data of an answer of Prometheus' API (path under /api/v1/), asked on the monitoring host (it listens on
+    loopback only); empty while it does not answer."""
+    url = f"http://127.0.0.1:9090/api/v1/{path}"
     run = monitor.run(
-        "python3 -c %s",
-        "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9090/api/v1/targets').read().decode())",
+        "python3 -c %s %s",
+        "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())",
+        url,
     )
-    return json.loads(run.stdout)["data"]["activeTargets"] if run.rc == 0 else []
+    return json.loads(run.stdout)["data"] if run.rc == 0 else {}
+
+
+def prometheus_targets(monitor: Any) -> list[dict[str, Any]]:
+    """Prometheus' active targets."""
+    return prometheus_data(monitor, "targets").get("activeTargets", [])
 
 
 def flower_targets_up(monitor: Any) -> dict[str, str]:

@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import testinfra
 from conftest import FLOWER as INSTANCE
-from conftest import connect_from, container_ip, service_diagnostics, wait_for
+from conftest import connect_from, container_ip, flower_host, service_diagnostics, wait_for
 from playwright.sync_api import sync_playwright
 from testlib import CHROMIUM
 
@@ -37,7 +36,7 @@ DEBIAN_PAGE_ERRORS = {"Unexpected token 'export'"}
 
 @pytest.fixture(scope="module")
 def other_host() -> Any:
-    return testinfra.get_host(f"docker://{INSTANCE}")
+    return flower_host()
 
 
 def listening(host: Any, port: int) -> list[str]:

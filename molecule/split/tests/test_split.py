@@ -35,6 +35,7 @@ from conftest import (
     flower_targets_up,
     get,
     platform_host,
+    prometheus_data,
     request,
     run_playbook,
     served_ca,
@@ -138,11 +139,7 @@ def workers_online(ca: Path) -> dict[str, bool]:
 
 def worker_offline_alerts() -> list[str]:
     """The workers FlowerWorkerOffline fires for, from Prometheus on the monitoring host."""
-    run = platform_host(MONITOR).run(
-        "python3 -c %s",
-        "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9090/api/v1/alerts').read().decode())",
-    )
-    alerts = json.loads(run.stdout)["data"]["alerts"] if run.rc == 0 else []
+    alerts = prometheus_data(platform_host(MONITOR), "alerts").get("alerts", [])
     return [
         alert["labels"].get("worker", "")
         for alert in alerts
