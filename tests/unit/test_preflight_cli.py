@@ -80,8 +80,10 @@ def preflight(
 
 
 def refusal(output: str) -> str:
-    """The run's refusal, from its first "fatal: " on, with the YAML callback's line folding undone."""
-    return " ".join(output[output.index("fatal: ") :].split())
+    """The run's refusal, from its first "fatal: " (or a loop item's "failed: ") on, with the YAML callback's line
+    folding undone."""
+    start = min(i for i in (output.find("fatal: "), output.find("failed: [")) if i >= 0)
+    return " ".join(output[start:].split())
 
 
 def test_the_cases_cover_every_typed_input_the_issue_saw_refused() -> None:
@@ -171,6 +173,29 @@ BAD_INPUT: dict[str, tuple[dict[str, Any], str]] = {
         "flower_oauth2_emails",
     ),
     "unknown TLS profile": ({**GROUP_VARS, "flower_proxy_tls_profile": "old"}, "flower_proxy_tls_profile"),
+    # ufw's module splits its command like a shell: the run would fail halfway through the firewall.
+    "quote in a firewall rule's comment": (
+        {
+            **GROUP_VARS,
+            "flower_firewall_extra_rules": [
+                {"rule": "allow", "port": "8443", "proto": "tcp", "from_ip": "192.0.2.5/32", "comment": "Flower's gate"}
+            ],
+        },
+        "a comment may not hold a quote",
+    ),
+    "gate without its clients' CA": (
+        {**GROUP_VARS, "flower_proxy_gate_listen": "192.0.2.10:8443"},
+        "with flower_proxy_gate_client_ca the absolute path of its clients' CA",
+    ),
+    "a Flower host as its own front door": (
+        {
+            **GROUP_VARS,
+            "flower_proxy_upstream_host": "target",
+            "flower_proxy_upstream_client_certificate": "/etc/ssl/door/client.crt",
+            "flower_proxy_upstream_client_key": "/etc/ssl/door/client.key",
+        },
+        "must name a host of the group flower, not be one itself",
+    ),
     # A label value the alerts' summaries would carry as it is.
     "cluster name with a space": ({**GROUP_VARS, "flower_cluster": "orders eu"}, "flower_cluster must be 1 to 63"),
 }

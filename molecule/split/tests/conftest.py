@@ -34,6 +34,8 @@ def _platforms(group: str) -> list[str]:
 
 
 (FLOWER,), (MONITOR,), (BROKER,) = _platforms("flower"), _platforms("flower_monitoring"), _platforms("demo_broker")
+# The front door on a host of its own, passing to the Flower host's gate.
+(FRONT,) = _platforms("flower_front")
 WORKERS = _platforms("demo_worker")
 DOMAIN: str = GROUP_VARS["flower_domain"]
 ADMIN: dict[str, str] = GROUP_VARS["flower_users"][0]
@@ -144,11 +146,17 @@ def basic_auth(login: tuple[str, str]) -> str:
 
 
 def request(
-    method: str, path: str, cafile: Path, login: tuple[str, str] | None, headers: dict[str, str] | None = None
+    method: str,
+    path: str,
+    cafile: Path,
+    login: tuple[str, str] | None,
+    headers: dict[str, str] | None = None,
+    via: str = FLOWER,
 ) -> tuple[int, bytes]:
-    """A request through the Flower host's nginx from this machine, by its public name, verifying the certificate."""
+    """A request through a host's nginx (the Flower host's, or the front door's: via) from this machine, by the
+    public name, verifying the certificate."""
     context = ssl.create_default_context(cafile=str(cafile))
-    raw = socket.create_connection((container_ip(flower_host()), 443), timeout=10)
+    raw = socket.create_connection((container_ip(platform_host(via)), 443), timeout=10)
     connection = http.client.HTTPSConnection(DOMAIN, 443, context=context, timeout=10)
     connection.sock = context.wrap_socket(raw, server_hostname=DOMAIN)
     sent = {"Host": DOMAIN, **(headers or {})}
@@ -159,13 +167,14 @@ def request(
     return reply.status, reply.read()
 
 
-def get(path: str, cafile: Path, login: tuple[str, str] | None) -> tuple[int, bytes]:
-    return request("GET", path, cafile, login)
+def get(path: str, cafile: Path, login: tuple[str, str] | None, via: str = FLOWER) -> tuple[int, bytes]:
+    return request("GET", path, cafile, login, via=via)
 
 
-def served_ca(tmp_path: Path) -> Path:
-    path = tmp_path / "ca.crt"
-    path.write_text(flower_host().file(LOCAL_CA).content_string)
+def served_ca(tmp_path: Path, via: str = FLOWER) -> Path:
+    """The local CA of a host's selfsigned mode (the Flower host's, or the front door's: via)."""
+    path = tmp_path / f"ca-{via}.crt"
+    path.write_text(platform_host(via).file(LOCAL_CA).content_string)
     return path
 
 

@@ -23,6 +23,7 @@ from conftest import (
     CA_COPY,
     DOMAIN,
     FLOWER,
+    FRONT,
     GROUP_VARS,
     LOCAL_CA,
     MONITOR,
@@ -132,8 +133,8 @@ def test_the_brokers_port_admits_flower_and_the_workers_alone(flower: Any) -> No
 
 
 def workers_online(ca: Path) -> dict[str, bool]:
-    """Flower's view of its workers (name -> online), through the front door."""
-    status, body = get("/api/workers?status=1", ca, (ADMIN["name"], ADMIN["password"]))
+    """Flower's view of its workers (name -> online), through the front door on its own host."""
+    status, body = get("/api/workers?status=1", ca, (ADMIN["name"], ADMIN["password"]), via=FRONT)
     return json.loads(body) if status == 200 else {}
 
 
@@ -148,11 +149,11 @@ def worker_offline_alerts() -> list[str]:
 
 
 def test_a_stopped_worker_host_shows_offline_in_flower_and_fires_the_alert(flower: Any, tmp_path: Path) -> None:
-    """Both worker hosts' workers are online in Flower, through the proxy; the second worker host shut down
+    """Both worker hosts' workers are online in Flower, through the front door's host; the second worker host shut down
     (docker stop: systemd's own shutdown, the worker says goodbye) shows offline there, and Prometheus fires
     FlowerWorkerOffline naming it (flower_monitoring_worker_offline_for is 10s here). Started again, it comes
     back online and the alert clears."""
-    ca = served_ca(tmp_path)
+    ca = served_ca(tmp_path, FRONT)
     names = [f"demo-worker@{name}" for name in WORKERS]
     assert wait_for(lambda: all(workers_online(ca).get(name) for name in names), timeout=60), workers_online(ca)
     stopped = names[-1]

@@ -1,7 +1,7 @@
 """The provided TLS mode (the operator's own certificate files), deployed in turn on the split scenario's Flower
 host: nginx serves them, the verify stage checks them against the operator's CA, the private key never shows in
-Ansible's output, and the monitoring host's scrape follows the new CA. Runs after test_split.py (it leaves the
-Flower host on the operator's certificate)."""
+Ansible's output, and the monitoring host's scrape and the front door follow the new CA. Runs after
+test_split.py (it leaves the Flower host on the operator's certificate)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,19 @@ from pathlib import Path
 from typing import Any
 
 import testinfra
-from conftest import ADMIN, CA_COPY, DOMAIN, FLOWER, MONITOR, flower_targets_up, get, run_playbook, wait_for
+from conftest import (
+    ADMIN,
+    CA_COPY,
+    DOMAIN,
+    FLOWER,
+    FRONT,
+    MONITOR,
+    flower_targets_up,
+    get,
+    platform_host,
+    run_playbook,
+    wait_for,
+)
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -66,8 +78,10 @@ def test_the_provided_mode_in_turn_and_the_scrape_follows(flower: Any, tmp_path:
     """Last: it leaves the Flower host on the operator's certificate."""
     ca, chain, key = make_provided(tmp_path)
     on_host = "/usr/local/share/ca-certificates/flowerops-split-provided.crt"
-    copied = flower.run("echo %s | base64 -d > %s", base64.b64encode(ca.read_bytes()).decode(), on_host)
-    assert copied.rc == 0, copied.stderr
+    # The operator's CA on both hosts that serve the name: the Flower host and its front door.
+    for target in (flower, platform_host(FRONT)):
+        copied = target.run("echo %s | base64 -d > %s", base64.b64encode(ca.read_bytes()).decode(), on_host)
+        assert copied.rc == 0, copied.stderr
     settings = {
         "flower_tls_mode": "provided",
         "flower_tls_provided_certificate": str(chain),
@@ -82,6 +96,10 @@ def test_the_provided_mode_in_turn_and_the_scrape_follows(flower: Any, tmp_path:
     assert key.read_text().strip().splitlines()[1] not in output, "the private key is in Ansible's output"
     # The served certificate is the operator's: it verifies against their CA, not the local one.
     status, _ = get("/api/workers", ca, (ADMIN["name"], ADMIN["password"]))
+    assert status == 200
+    # The front door follows: its own certificate is the operator's too, and it checks the gate's new one with
+    # the CA the Flower host recorded now.
+    status, _ = get("/api/workers", ca, (ADMIN["name"], ADMIN["password"]), via=FRONT)
     assert status == 200
     monitor = testinfra.get_host(f"docker://{MONITOR}")
     assert monitor.file(CA_COPY).content_string == ca.read_text()

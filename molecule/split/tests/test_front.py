@@ -1,0 +1,150 @@
+"""The front door on a host of its own: nginx with TLS, the logins, the limits and fail2ban on the front host,
+passing across the network to the Flower host's gate (flower_proxy_gate_listen): TLS, the gate's certificate
+checked by the door for the Flower host's name, and a client certificate the gate requires.
+
+The attackers are real clients: a browser through the door, a TLS client on the door's own host with no client
+certificate or one of its own making, and a raw TCP client on a worker host.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import (
+    ADMIN,
+    DOMAIN,
+    FLOWER,
+    FRONT,
+    MOLECULE,
+    WORKERS,
+    connect_from,
+    container_ip,
+    flower_host,
+    get,
+    only_on,
+    platform_host,
+    request,
+    served_ca,
+)
+from playwright.sync_api import sync_playwright
+from testlib import CHROMIUM
+
+HOST_VARS: dict[str, Any] = MOLECULE["provisioner"]["inventory"]["host_vars"]
+GATE: str = HOST_VARS[FLOWER]["flower_proxy_gate_listen"]
+GATE_ADDRESS, GATE_PORT = GATE.rsplit(":", 1)
+PKI = "/etc/ssl/flowerops-front"
+LOGIN = (ADMIN["name"], ADMIN["password"])
+
+
+@pytest.fixture(scope="module")
+def front(host: Any) -> Any:
+    return only_on(host, FRONT)
+
+
+def test_through_the_door_flower_shows_both_worker_hosts(front: Any, tmp_path: Path) -> None:
+    """The door's own certificate (its local CA), the users' logins, and Flower's answer from the other host."""
+    ca = served_ca(tmp_path, FRONT)
+    status, body = get("/api/workers?status=1", ca, LOGIN, via=FRONT)
+    assert status == 200, body[:300]
+    online = json.loads(body)
+    assert all(online.get(f"demo-worker@{name}") for name in WORKERS), online
+    assert get("/api/workers", ca, (ADMIN["name"], "wrong-password-123"), via=FRONT)[0] == 401
+    assert get("/api/workers", ca, None, via=FRONT)[0] == 401
+
+
+def test_a_cross_site_write_is_refused_at_the_door(front: Any, tmp_path: Path) -> None:
+    """The door keeps the cross-site check: another site's form, with the admin's cached login, gets 403."""
+    ca = served_ca(tmp_path, FRONT)
+    headers = {"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"}
+    assert request("POST", "/api/task/revoke/00000000-0000-0000-0000-000000000000", ca, LOGIN, headers, FRONT)[0] == 403
+
+
+def test_the_dashboard_through_the_door_shows_both_workers_in_a_browser(front: Any) -> None:
+    """Chromium, the public name mapped to the door's container: the dashboard shows both worker hosts' workers,
+    and its console stays free of errors (the static files and their CSP come through the gate)."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", f"--host-resolver-rules=MAP {DOMAIN} {container_ip(front)}"],
+        )
+        context = browser.new_context(
+            http_credentials={"username": LOGIN[0], "password": LOGIN[1]}, ignore_https_errors=True
+        )
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        response = page.goto(f"https://{DOMAIN}/", wait_until="networkidle", timeout=30000)
+        assert response is not None and response.status == 200
+        for name in WORKERS:
+            page.get_by_text(f"demo-worker@{name}").first.wait_for(timeout=15000)
+        page.wait_for_timeout(1500)  # one polling round of the UI, whose errors count too
+        browser.close()
+    assert errors == []
+
+
+# A TLS client on the door's own host, the gate's certificate checked as nginx does: the status of /healthcheck,
+# or the TLS error. argv: CA, client certificate and key ("" for none).
+_GATE_CLIENT = """
+import http.client, ssl, sys
+address, port, name, ca, cert, key = sys.argv[1:7]
+context = ssl.create_default_context(cafile=ca)
+if cert:
+    context.load_cert_chain(cert, key)
+try:
+    connection = http.client.HTTPSConnection(address, int(port), context=context, timeout=10)
+    connection.sock = context.wrap_socket(
+        __import__("socket").create_connection((address, int(port)), timeout=10), server_hostname=name)
+    connection.request("GET", "/healthcheck", headers={"Host": name})
+    reply = connection.getresponse()
+    print(reply.status, reply.read()[:60].decode(errors="replace").replace(chr(10), " "))
+except (ssl.SSLError, OSError) as error:
+    print("tls-error", error)
+"""
+
+
+def gate_answer(cert: str = "", key: str = "") -> str:
+    front = platform_host(FRONT)
+    run = front.run(
+        "python3 -c %s %s %s %s %s %s %s",
+        _GATE_CLIENT,
+        GATE_ADDRESS,
+        GATE_PORT,
+        DOMAIN,
+        "/etc/nginx/flower-upstream-ca.pem",
+        cert,
+        key,
+    )
+    assert run.rc == 0, run.stderr
+    return run.stdout.strip()
+
+
+def test_the_gate_admits_the_doors_client_certificate_alone(front: Any) -> None:
+    """Without a client certificate, or with one its holder made itself, the gate answers 400 and Flower never
+    sees the request; the door's own certificate gets Flower's health check through."""
+    assert gate_answer(f"{PKI}/client.crt", f"{PKI}/client.key") == "200 OK"
+    assert gate_answer().startswith("400 "), gate_answer()
+    made = front.run(
+        "cd /var/tmp && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1"
+        " -keyout self.key -out self.crt -subj /CN=%s 2>&1",
+        FRONT,
+    )
+    assert made.rc == 0, made.stdout
+    try:
+        assert gate_answer("/var/tmp/self.crt", "/var/tmp/self.key").startswith("400 ")
+    finally:
+        front.run("rm -f /var/tmp/self.key /var/tmp/self.crt")
+
+
+def test_the_gate_listens_on_the_private_address_and_admits_the_door_alone(front: Any) -> None:
+    """The gate binds the Flower host's private address; its port and Flower's own are filtered from a worker
+    host (a raw TCP client: the connection times out, twice) and open from the door."""
+    listening = flower_host().run("ss -Hltn 'sport = :%s'", GATE_PORT).stdout.split()
+    assert GATE in listening, listening
+    worker = platform_host(WORKERS[0])
+    for port in (int(GATE_PORT), 5555):
+        assert connect_from(worker, GATE_ADDRESS, port) == "filtered", port
+    assert connect_from(front, GATE_ADDRESS, int(GATE_PORT)) == "open"
