@@ -173,6 +173,15 @@ BAD_INPUT: dict[str, tuple[dict[str, Any], str]] = {
         "flower_oauth2_emails",
     ),
     "unknown TLS profile": ({**GROUP_VARS, "flower_proxy_tls_profile": "old"}, "flower_proxy_tls_profile"),
+    # Flower's unit could not reach it (IPAddressAllow=): Flower would start blind.
+    "broker address outside the unit's allow list": (
+        {
+            **GROUP_VARS,
+            "flower_broker_url": "redis://:pw-1234@192.0.2.30:6379/0",
+            "flower_ip_address_allow": ["localhost", "192.0.2.0/28"],
+        },
+        "flower_broker_url points at a remote host (192.0.2.30) that flower_ip_address_allow",
+    ),
     # ufw's module splits its command like a shell: the run would fail halfway through the firewall.
     "quote in a firewall rule's comment": (
         {
@@ -209,6 +218,13 @@ def test_bad_input_is_refused_by_preflight_naming_the_setting(tmp_path: Path, ca
     assert run.returncode != 0, output[-3000:]
     # The YAML callback also doubles quotes inside quotes.
     assert expected in refusal(output).replace("''", "'"), output[-3000:]
+
+
+@pytest.mark.parametrize("allowed", [["localhost", "192.0.2.0/27"], ["192.0.2.30"], ["any"]])
+def test_a_broker_address_inside_the_units_allow_list_passes_preflight(tmp_path: Path, allowed: list[str]) -> None:
+    group_vars = {**GROUP_VARS, "flower_broker_url": "redis://:pw-1234@192.0.2.30:6379/0"}
+    run = preflight(tmp_path, group_vars={**group_vars, "flower_ip_address_allow": allowed})
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
 
 
 @pytest.mark.parametrize("batch", ["0", "150%", "two"])
