@@ -89,7 +89,7 @@ def test_the_dashboard_through_the_door_shows_both_workers_in_a_browser(front: A
 # A TLS client on the door's own host, the gate's certificate checked as nginx does: the status of /healthcheck,
 # or the TLS error. argv: CA, client certificate and key ("" for none).
 _GATE_CLIENT = """
-import http.client, ssl, sys
+import http.client, socket, ssl, sys
 address, port, name, ca, cert, key = sys.argv[1:7]
 context = ssl.create_default_context(cafile=ca)
 if cert:
@@ -97,7 +97,7 @@ if cert:
 try:
     connection = http.client.HTTPSConnection(address, int(port), context=context, timeout=10)
     connection.sock = context.wrap_socket(
-        __import__("socket").create_connection((address, int(port)), timeout=10), server_hostname=name)
+        socket.create_connection((address, int(port)), timeout=10), server_hostname=name)
     connection.request("GET", "/healthcheck", headers={"Host": name})
     reply = connection.getresponse()
     print(reply.status, reply.read()[:60].decode(errors="replace").replace(chr(10), " "))
