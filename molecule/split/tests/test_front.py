@@ -28,6 +28,7 @@ from conftest import (
     platform_host,
     request,
     served_ca,
+    wait_for,
 )
 from playwright.sync_api import sync_playwright
 from testlib import CHROMIUM
@@ -148,3 +149,46 @@ def test_the_gate_listens_on_the_private_address_and_admits_the_door_alone(front
     for port in (int(GATE_PORT), 5555):
         assert connect_from(worker, GATE_ADDRESS, port) == "filtered", port
     assert connect_from(front, GATE_ADDRESS, int(GATE_PORT)) == "open"
+
+
+# A guesser on another host: wrong passwords for the admin's name through the door, a fresh TLS connection each
+# (the certificate is not checked: an attacker does not care). argv: address, name, count; prints the statuses.
+_GUESSER = """
+import base64, http.client, ssl, sys
+address, name, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+context = ssl.create_default_context()
+context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+statuses = []
+for attempt in range(count):
+    login = base64.b64encode(f"{name}:guess-{attempt}".encode()).decode()
+    try:
+        connection = http.client.HTTPSConnection(address, 443, context=context, timeout=5)
+        connection.request("GET", "/api/workers", headers={"Host": sys.argv[4], "Authorization": "Basic " + login})
+        statuses.append(str(connection.getresponse().status))
+        connection.close()
+    except OSError as error:
+        statuses.append(type(error).__name__)
+print(" ".join(statuses))
+"""
+JAIL = "flower-nginx-auth"
+
+
+def test_a_guesser_on_another_host_is_banned_at_the_door(front: Any, tmp_path: Path) -> None:
+    """Whoever checks the password (nginx in proxy mode, Flower in basic mode, as here), wrong passwords through
+    the door ban the guesser's address at the door's firewall, while others still get in. (Before, the jail read
+    nginx's error log alone, where only nginx's own password check writes: in basic mode nothing was banned.)"""
+    worker = platform_host(WORKERS[0])
+    guesser, door = container_ip(worker), container_ip(front)
+    retries = int(front.run("sed -n 's/^maxretry = //p' /etc/fail2ban/jail.d/flower.local").stdout.strip())
+    front.run("fail2ban-client set %s unbanip %s", JAIL, guesser)
+    try:
+        run = worker.run("python3 -c %s %s %s %s %s", _GUESSER, door, ADMIN["name"], str(retries + 1), DOMAIN)
+        assert run.rc == 0 and run.stdout.split() == ["401"] * (retries + 1), run.stdout + run.stderr
+        banned = wait_for(lambda: connect_from(worker, door, 443, attempts=1) != "open", timeout=30)
+        assert banned, "not banned: " + front.run("fail2ban-client status %s", JAIL).stdout
+        assert guesser in front.run("fail2ban-client status %s", JAIL).stdout
+        # The others still get in: this machine, with the right login.
+        assert get("/api/workers", served_ca(tmp_path, FRONT), LOGIN, via=FRONT)[0] == 200
+    finally:
+        front.run("fail2ban-client set %s unbanip %s", JAIL, guesser)
+    assert wait_for(lambda: connect_from(worker, door, 443, attempts=1) == "open", timeout=20)
