@@ -38,7 +38,8 @@ def _platforms(group: str) -> list[str]:
 (FRONT,) = _platforms("flower_front")
 WORKERS = _platforms("demo_worker")
 DOMAIN: str = GROUP_VARS["flower_domain"]
-ADMIN: dict[str, str] = GROUP_VARS["flower_users"][0]
+# The logins are in the flower group's variables alone (the front door follows them).
+ADMIN: dict[str, str] = MOLECULE["provisioner"]["inventory"]["group_vars"]["flower"]["flower_users"][0]
 SECRETS = [GROUP_VARS["demo_broker_password"], ADMIN["password"]]
 # The local CA of the selfsigned mode, on the Flower host, and its copy on the monitoring host.
 LOCAL_CA = "/etc/ssl/flowerops/ca/ca.crt"

@@ -1,7 +1,8 @@
 """The provided TLS mode (the operator's own certificate files), deployed in turn on the split scenario's Flower
 host: nginx serves them, the verify stage checks them against the operator's CA, the private key never shows in
-Ansible's output, and the monitoring host's scrape and the front door follow the new CA. Runs after
-test_split.py (it leaves the Flower host on the operator's certificate)."""
+Ansible's output, and the monitoring host's scrape and the front door follow the new CA. The same run moves the
+Flower group to nginx's logins (proxy mode), and the front door follows: it checks the logins itself, and the
+gate adds nginx's own. Runs last (it leaves the Flower host on the operator's certificate and in proxy mode)."""
 
 from __future__ import annotations
 
@@ -83,13 +84,16 @@ def test_the_provided_mode_in_turn_and_the_scrape_follows(flower: Any, tmp_path:
         copied = target.run("echo %s | base64 -d > %s", base64.b64encode(ca.read_bytes()).decode(), on_host)
         assert copied.rc == 0, copied.stderr
     settings = {
+        # The door follows its Flower host's auth mode (and a run converging both changes both).
+        "flower_auth_mode": "proxy",
         "flower_tls_mode": "provided",
         "flower_tls_provided_certificate": str(chain),
         "flower_tls_provided_key": str(key),
         "flower_tls_trusted_ca": on_host,
     }
-    # The stages the mode touches (the certificate, nginx, the monitoring host's scrape), and the final check.
-    tags = "flower_tls_configure,flower_proxy_configure,flower_monitoring_configure"
+    # The stages the modes touch (Flower's settings, the certificate, nginx, the monitoring host's scrape), and the
+    # final checks.
+    tags = "flower_configure,flower_service,flower_tls_configure,flower_proxy_configure,flower_monitoring_configure"
     result = run_playbook("site.yml", "--tags", tags, "-e", json.dumps(settings))
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
@@ -101,6 +105,14 @@ def test_the_provided_mode_in_turn_and_the_scrape_follows(flower: Any, tmp_path:
     # the CA the Flower host recorded now.
     status, _ = get("/api/workers", ca, (ADMIN["name"], ADMIN["password"]), via=FRONT)
     assert status == 200
+    # Proxy mode at the door: a wrong password is refused by the door's nginx itself (its error log names the
+    # check), and the right one gets Flower's answer, which asks for nginx's login (the gate adds it).
+    front = platform_host(FRONT)
+    marks = front.run("grep -c 'password mismatch' /var/log/nginx/flower/error.log || true").stdout.strip()
+    assert get("/api/workers", ca, (ADMIN["name"], "wrong-password-123"), via=FRONT)[0] == 401
+    now = front.run("grep -c 'password mismatch' /var/log/nginx/flower/error.log || true").stdout.strip()
+    assert int(now) == int(marks or 0) + 1, (marks, now)
+    assert json.loads(flower.file("/etc/ansible/facts.d/flower.fact").content_string)["auth_mode"] == "proxy"
     monitor = testinfra.get_host(f"docker://{MONITOR}")
     assert monitor.file(CA_COPY).content_string == ca.read_text()
     seen = wait_for(lambda: flower_targets_up(monitor) == {"flower": "up", "flower_queues": "up"}, timeout=90)
