@@ -356,13 +356,29 @@ def not_banned(host: Any) -> Iterator[str]:
     me = controller_address(host)
     listed = host.run("fail2ban-client get %s ignoreip", JAIL).stdout
     ignored = re.search(rf"[|`]- {re.escape(me)}(/32)?$", listed, re.MULTILINE) is not None
+
+    def failures_and_ignores() -> tuple[int, int]:
+        """This machine's lines in the log fail2ban reads, and the failures fail2ban has judged ignored."""
+        counts = host.run(
+            "awk -v ip=%s '$NF == ip' %s | wc -l; grep -c -F -e %s /var/log/fail2ban.log",
+            me,
+            LOGIN_FAILED,
+            f"Ignore {me} ",
+        ).stdout.split()
+        return int(counts[0]), int(counts[1])
+
     if not ignored:
         host.run("fail2ban-client set %s addignoreip %s", JAIL, me)
+    logged, judged = failures_and_ignores()
     yield me
     if not ignored:
-        # fail2ban reads nginx's log a moment after the write (about 0.15 s here): the last failures must be
-        # judged while the address is still ignored, or they ban it after the unban below.
-        time.sleep(1)
+        # fail2ban reads nginx's log a moment after the write: every failure logged meanwhile must be judged while
+        # the address is still ignored, or the last ones ban it after the unban below.
+        def all_judged() -> bool:
+            now_logged, now_judged = failures_and_ignores()
+            return now_judged - judged >= now_logged - logged
+
+        assert wait_for(all_judged, timeout=15), failures_and_ignores()
         host.run("fail2ban-client set %s delignoreip %s", JAIL, me)
         unban(host, me)
 
