@@ -205,6 +205,11 @@ BAD_INPUT: dict[str, tuple[dict[str, Any], str]] = {
         },
         "must name a host of the group flower, not be one itself",
     ),
+    # The old default: the jail would start and never match (nothing there in basic mode).
+    "fail2ban on nginx's error log": (
+        {**GROUP_VARS, "flower_fail2ban_logpath": "/var/log/nginx/flower/error.log"},
+        "flower_fail2ban_logpath must be the login-failed.log flower_proxy writes",
+    ),
     # A label value the alerts' summaries would carry as it is.
     "cluster name with a space": ({**GROUP_VARS, "flower_cluster": "orders eu"}, "flower_cluster must be 1 to 63"),
 }
