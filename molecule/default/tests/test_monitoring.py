@@ -173,6 +173,18 @@ def test_every_dashboard_panel_query_shows_this_hosts_state(host: Any, title: st
         return prometheus(host, "/api/v1/query", query=expr)["result"]
 
     assert wait_for(lambda: shows(answer()), timeout=90, interval=5), f"panel {title!r} should show {what}: {answer()}"
+    # With every cluster chosen, no series merges two clusters' Flowers (a sum over both, a p95 of both, two
+    # workers of the same name): each keeps its cluster, and the panel's legend names it.
+    merged = [one["metric"] for one in answer() if not one["metric"].get("cluster")]
+    assert not merged, f"panel {title!r} merges the clusters: {merged}"
+
+
+def test_every_dashboard_legend_names_the_cluster() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    legends = {
+        (panel["title"], target["legendFormat"]) for panel in dashboard["panels"] for target in panel.get("targets", [])
+    }
+    assert all("{{cluster}}" in legend for _, legend in legends), sorted(legends)
 
 
 @pytest.fixture
