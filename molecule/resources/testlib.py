@@ -41,6 +41,11 @@ def service_diagnostics(host: Any, unit: str, log_file: str | None = None) -> st
     return f"\n--- journalctl -u {unit} ---\n{journal}\n--- {log_file or ''} ---\n{log}"
 
 
+def main_pid(host: Any, unit: str = "flower") -> str:
+    """A unit's main process ("0" when it runs none): a new one means the unit was (re)started."""
+    return host.run("systemctl show -P MainPID %s", unit).stdout.strip() or "0"
+
+
 def container_ip(host: Any) -> str:
     name = host.backend.get_hostname()
     template = "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}"

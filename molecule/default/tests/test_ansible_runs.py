@@ -26,7 +26,7 @@ from conftest import (
     role_defaults,
     run_playbook,
 )
-from testlib import recap
+from testlib import main_pid, recap
 
 EVERY_PLATFORM = True
 # Molecule's check-mode run and the health run cover both platforms at once (one run, each host in its own groups).
@@ -109,7 +109,7 @@ def test_configuration_from_command_line_strings_changes_nothing(host: Any, tmp_
     tags run preflight, the configuration and the final check, and no install task; and --limit keeps the
     other Flower host in this host's Prometheus."""
     first_platform_only(host)
-    pid = host.run("systemctl show -p MainPID --value flower").stdout
+    pid = main_pid(host)
     phases = [f"{role}_{phase}" for role in PRODUCTION_ROLES for phase in ("configure", "service")]
     typed = typed_inputs_as_typed()
     assert len(typed) // 2 >= 40, "the specs' typed inputs were not found"
@@ -127,7 +127,7 @@ def test_configuration_from_command_line_strings_changes_nothing(host: Any, tmp_
         "strings from -e changed what the inventory's typed values deployed:\n"
         + "\n".join(line for line in output.splitlines() if line.startswith(("changed:", "TASK [")))[-3000:]
     )
-    assert host.run("systemctl show -p MainPID --value flower").stdout == pid, "Flower restarted for nothing"
+    assert main_pid(host) == pid, "Flower restarted for nothing"
 
 
 def test_health_playbook_prints_one_row_per_check(tmp_path: Path) -> None:

@@ -42,7 +42,7 @@ from conftest import (
     wait_for,
 )
 from playwright.sync_api import Browser
-from testlib import virtualenv_and_lock
+from testlib import main_pid, virtualenv_and_lock
 
 # The browser's own buttons and the cross-site checks run under /flower too.
 EVERY_PLATFORM = True
@@ -524,7 +524,7 @@ def test_the_proxys_group_cannot_act_on_flower(host: Any, sample: dict[str, str]
 
 def test_the_queue_exporter_cannot_read_the_password_hashes(host: Any) -> None:
     first_platform_only(host)
-    pid = host.run("systemctl show -P MainPID flower-queue-exporter").stdout.strip()
+    pid = main_pid(host, "flower-queue-exporter")
     assert pid not in ("", "0"), "the exporter is not running"
     status = host.file(f"/proc/{pid}/status").content_string
     uid = re.search(r"^Uid:\s+(\d+)", status, re.M).group(1)

@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 from conftest import ACCOUNT, FLOWER, fetch, fetch_json, service_diagnostics, wait_for
+from testlib import main_pid
 
 # Every platform: the prefix one too.
 EVERY_PLATFORM = True
@@ -66,7 +67,7 @@ def test_security_exposure_is_safe(host: Any) -> None:
 def test_listens_on_its_unix_socket_only(host: Any) -> None:
     socket_path = FLOWER["flower_unix_socket"]
     assert host.socket(f"unix://{socket_path}").is_listening, "Flower does not listen on its socket"
-    pid = host.run("systemctl show -p MainPID --value flower").stdout.strip()
+    pid = main_pid(host)
     tcp = host.run("ss -Hltnp").stdout
     assert f"pid={pid}," not in tcp, f"Flower listens on TCP too:\n{tcp}"
 

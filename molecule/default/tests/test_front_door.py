@@ -28,6 +28,7 @@ from conftest import (
     run_playbook,
     wait_for,
 )
+from testlib import main_pid
 
 # Also on the platform with flower_url_prefix /flower: the same checks under the prefix.
 EVERY_PLATFORM = True
@@ -286,7 +287,7 @@ def test_a_login_is_added_and_removed_with_the_users_tag(host: Any, front_door: 
     """The on-call procedure (docs/on-call.md, "Logins"): edit flower_users, run `site.yml --tags flower_users`.
     Only the login file changes; Flower is not restarted; the new login works at once and is gone after removal."""
     first_platform_only(host)
-    pid = host.run("systemctl show -p MainPID --value flower").stdout
+    pid = main_pid(host)
     oncall = {"name": "oncall", "password": "on-call-password-8c1d", "role": "viewer"}
     added = {**GROUP_VARS, "flower_users": [*GROUP_VARS["flower_users"], oncall]}
     try:
@@ -300,7 +301,7 @@ def test_a_login_is_added_and_removed_with_the_users_tag(host: Any, front_door: 
         assert back.returncode == 0, back.stdout[-3000:]
     assert front_door.request("GET", "/api/workers", "oncall", oncall["password"])[0] == 401
     assert front_door.request("GET", "/api/workers", "admin")[0] == 200
-    assert host.run("systemctl show -p MainPID --value flower").stdout == pid, "a login change restarted Flower"
+    assert main_pid(host) == pid, "a login change restarted Flower"
 
 
 # --- configuration safety ----------------------------------------------------

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from conftest import fetch, fetch_json, wait_for, wait_until_healthy
+from testlib import main_pid
 
 # Every platform: the prefix one too.
 EVERY_PLATFORM = True
@@ -51,9 +52,9 @@ def test_failed_task_has_its_traceback(host: Any, sent_tasks: dict[str, str]) ->
 
 
 def test_tasks_survive_a_restart(host: Any, sent_tasks: dict[str, str]) -> None:
-    before = host.run("systemctl show -p MainPID --value flower").stdout
+    before = main_pid(host)
     assert host.run("systemctl restart flower").rc == 0
-    assert host.run("systemctl show -p MainPID --value flower").stdout != before
+    assert main_pid(host) != before
     wait_until_healthy(host)
     assert task_info(host, sent_tasks["success"])["state"] == "SUCCESS"
     assert task_info(host, sent_tasks["failure"])["state"] == "FAILURE"

@@ -30,7 +30,7 @@ from conftest import (
     run_playbook,
     wait_until_healthy,
 )
-from testlib import recap, virtualenv_and_lock, wait_for
+from testlib import main_pid, recap, virtualenv_and_lock, wait_for
 
 DEFAULTS = yaml.safe_load((PROJECT_DIR / "roles" / "flower" / "defaults" / "main.yml").read_text())
 FIRST = {name: DEFAULTS[name] for name in ("flower_version", "flower_celery_version", "flower_broker_client_version")}
@@ -49,10 +49,6 @@ def virtualenv(host: Any) -> set[str]:
     held, wanted = virtualenv_and_lock(host, f"{APP_ROOT}/requirements.lock", f"{APP_ROOT}/venv")
     assert held == wanted, f"outside the lock: {sorted(held - wanted)}; missing: {sorted(wanted - held)}"
     return held
-
-
-def main_pid(host: Any) -> str:
-    return host.run("systemctl show -p MainPID --value flower").stdout.strip()
 
 
 def starts_since(host: Any, since: int) -> int:

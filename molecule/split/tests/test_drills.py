@@ -51,10 +51,7 @@ from conftest import (
     task_state,
     wait_for,
 )
-
-
-def main_pid(flower: Any) -> int:
-    return int(flower.run("systemctl show -p MainPID --value flower").stdout.strip() or 0)
+from testlib import main_pid
 
 
 def test_kill_9_flower_comes_back_with_its_last_save(flower: Any, tmp_path: Path) -> None:
@@ -68,7 +65,7 @@ def test_kill_9_flower_comes_back_with_its_last_save(flower: Any, tmp_path: Path
     pid, since = main_pid(flower), int(flower.check_output("date +%s"))
     killed = time.monotonic()
     assert flower.run(f"kill -9 {pid}").rc == 0
-    back = wait_for(lambda: main_pid(flower) not in (0, pid) and task_state(task_id, ca) == "SUCCESS", timeout=60)
+    back = wait_for(lambda: main_pid(flower) not in ("0", pid) and task_state(task_id, ca) == "SUCCESS", timeout=60)
     assert back, f"Flower did not come back: {task_state(task_id, ca)}"
     record("kill_9_flower_back_s", time.monotonic() - killed)
     journal = flower.run("journalctl -u flower --no-pager -o cat --since @%s", str(since)).stdout
@@ -294,7 +291,7 @@ def test_no_kill_point_in_a_save_and_no_memory_cap_kill_loses_the_history(flower
         pushed = feed(10000, timeout=90, payload=4000)
         killed = time.monotonic()
         assert "flower_gone" in pushed, f"Flower held {pushed} under a cap of {cap} bytes"
-        back = wait_for(lambda: main_pid(flower) not in (0, pid) and tasks_held(ca) >= saved, timeout=60)
+        back = wait_for(lambda: main_pid(flower) not in ("0", pid) and tasks_held(ca) >= saved, timeout=60)
         assert back, f"Flower did not come back under its cap: {tasks_held(ca)} tasks"
         record("memory_cap_flower_back_s", time.monotonic() - killed)
     finally:

@@ -109,10 +109,13 @@ def test_the_provided_mode_in_turn_and_the_scrape_follows(flower: Any, tmp_path:
     # Proxy mode at the door: a wrong password is refused by the door's nginx itself (its error log names the
     # check), and the right one gets Flower's answer, which asks for nginx's login (the gate adds it).
     front = platform_host(FRONT)
-    marks = front.run("grep -c 'password mismatch' /var/log/nginx/flower/error.log || true").stdout.strip()
+
+    def mismatches() -> int:
+        return int(front.run("grep -c 'password mismatch' /var/log/nginx/flower/error.log || true").stdout or 0)
+
+    marks = mismatches()
     assert get("/api/workers", ca, (ADMIN["name"], "wrong-password-123"), via=FRONT)[0] == 401
-    now = front.run("grep -c 'password mismatch' /var/log/nginx/flower/error.log || true").stdout.strip()
-    assert int(now) == int(marks or 0) + 1, (marks, now)
+    assert mismatches() == marks + 1, marks
     monitor = testinfra.get_host(f"docker://{MONITOR}")
     assert monitor.file(CA_COPY).content_string == ca.read_text()
     seen = wait_for(lambda: flower_targets_up(monitor) == {"flower": "up", "flower_queues": "up"}, timeout=90)
