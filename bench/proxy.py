@@ -15,6 +15,11 @@ on `/healthcheck` (no login at nginx: nginx's own proxying cost), `/api/workers`
 `/api/tasks?limit=100` (the API the UI's buttons use; Flower's `/tasks` page is an empty shell that
 loads `/tasks/datatable`), and a static file (requests per second, --concurrency processes, and the
 CPU Flower's process or nginx's workers used per request meanwhile, which the client does not bound). The
+Python client saturates Flower's one thread (static_direct_flower_core_share: the share of one core
+Flower spent during its run) but not nginx, so nginx's static rate is measured again with wrk (Debian's
+package, installed in the bench's container only; C, keep-alive, --concurrency threads, 4 connections
+each): static_rps_proxied and static_speedup use that figure, static_rps_proxied_python_client keeps the
+client-bound one. The
 proxied requests come from loopback, which the role exempts from its rate limits; nginx's root-only
 local HTTPS socket shares one rate-limit bucket for all its clients (nginx sees no address there), which
 a burst against it shows (its 429s are counted apart, never timed).
@@ -41,6 +46,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import re
 import secrets
 import sys
 from pathlib import Path
@@ -54,6 +60,7 @@ NAME = "flowerops-bench-proxy"
 AGENT = "/root/bench-agent-http.py"
 HTPASSWD = "/etc/nginx/flower.htpasswd"
 HTPASSWD_SAVED = "/root/flower.htpasswd.bench-saved"
+WRK_RATE = re.compile(r"^Requests/sec:\s+([0-9.]+)$", re.M)
 PATHS = {"healthcheck": "/healthcheck", "api": "/api/workers", "tasks": "/api/tasks?limit=100"}
 # The salt (and so the hash kind and cost) of each temporary login, as Python expressions the target's
 # python3 evaluates for its crypt module: libxcrypt, the library nginx checks the hashes with. yescrypt
@@ -119,6 +126,24 @@ def rps_jobs(args: argparse.Namespace, static: str) -> list[dict[str, Any]]:
         for _ in range(2)
         for where in ("direct", "proxied")
     ]  # fmt: skip
+
+
+def wrk_static(args: argparse.Namespace, static: str) -> dict[str, Any]:
+    """nginx's static rate with a client that does not bound it: wrk in the target, over HTTPS on loopback
+    (no login: static files need none; loopback: no rate limit), two runs, as the Python client's."""
+    in_target(args.name, "apt-get", "install", "-y", "-q", "--no-install-recommends", "wrk", timeout=300)
+    domain = target.fact(args.name, "flower_proxy")["domain"]
+    seconds = max(1, round(args.static_seconds))
+    rates = []
+    for _ in range(2):
+        out = in_target(
+            args.name, "wrk", f"-t{args.concurrency}", f"-c{4 * args.concurrency}", f"-d{seconds}s",
+            "-H", f"Host: {domain}", f"https://127.0.0.1:443{static}", timeout=seconds + 60,
+        )  # fmt: skip
+        if "Non-2xx" in out or "Socket errors" in out:
+            raise RuntimeError(f"wrk got errors: {out}")
+        rates.append(float(WRK_RATE.search(out).group(1)))
+    return {"rps": rates, "threads": args.concurrency, "connections": 4 * args.concurrency, "seconds": seconds}
 
 
 def burst_job() -> dict[str, Any]:
@@ -188,12 +213,15 @@ def measure_logins(args: argparse.Namespace) -> dict[str, Any]:
     return table
 
 
-def figures(merged: dict, rates: dict, logins: dict, burst: dict[str, Any]) -> dict[str, Any]:
+def figures(merged: dict, rates: dict, logins: dict, burst: dict[str, Any], wrk: dict[str, Any]) -> dict[str, Any]:
     def p(what: str, where: str, q: str) -> float:
         return target.summary(merged[(what, where)]["times"])[q]
 
     def rps(where: str) -> float:
         return round(max(rates[("static", where)]["rps"]), 1)
+
+    direct_runs = zip(rates[("static", "direct")]["rps"], rates[("static", "direct")]["cpu"], strict=True)
+    proxied = round(max(wrk["rps"]), 1)
 
     return {
         "api_p50_direct_ms": p("api", "direct", "p50_ms"),
@@ -205,8 +233,11 @@ def figures(merged: dict, rates: dict, logins: dict, burst: dict[str, Any]) -> d
         "tasks_page_p50_direct_ms": p("tasks", "direct", "p50_ms"),
         "tasks_page_p50_proxied_ms": p("tasks", "proxied", "p50_ms"),
         "static_rps_direct": rps("direct"),
-        "static_rps_proxied": rps("proxied"),
-        "static_speedup": round(rps("proxied") / rps("direct"), 2),
+        "static_rps_proxied": proxied,
+        "static_speedup": round(proxied / rps("direct"), 2),
+        "static_rps_proxied_python_client": rps("proxied"),
+        "static_direct_flower_core_share": round(max(r * cpu / 1e6 for r, cpu in direct_runs), 2),
+        "static_wrk": wrk,
         "detail": {
             f"{what} {where}": {**target.summary(entry["times"]), "statuses": entry["statuses"]}
             for (what, where), entry in merged.items()
@@ -241,6 +272,10 @@ def report(result: dict[str, Any]) -> None:
     )
     cpu = result["static_server_cpu_us_per_request"]
     print(f"static, server CPU per request: Flower {cpu['direct']} us, nginx {cpu['proxied']} us")
+    print(
+        f"static req/s with the Python client: nginx {result['static_rps_proxied_python_client']} (client-bound); "
+        f"Flower used {result['static_direct_flower_core_share']} of a core (its one thread)"
+    )
     print(f"local HTTPS socket, 40 back-to-back API requests: {result['local_socket_burst_statuses']}")
     print(f"/healthcheck (no login at nginx) p50 ratio {result['healthcheck_p50_ratio']}")
     print(f"{'login hash':12}{'GET /api/workers p50':>22}{'POST refused p50':>18}{'login check':>13}  (ms)")
@@ -267,6 +302,7 @@ def main() -> int:
         static = static_path(args.name, target.fact(args.name, "flower")["venv"])
         jobs = latency_jobs(args, static) + rps_jobs(args, static) + [burst_job()]
         rows = run_agent(args.name, {"targets": targets(args.name), "jobs": jobs}, 1800)
+        wrk = wrk_static(args, static)
         logins = measure_logins(args)
         latencies = merge(rows, "latency")
         result = {
@@ -279,7 +315,7 @@ def main() -> int:
                 (target.ROOT / "roles" / "flower_proxy" / "defaults" / "main.yml").read_text()
             )["flower_proxy_bcrypt_rounds"],
             "loadavg_end": [round(x, 2) for x in target.loadavg()],
-            **figures(latencies, merge(rows, "rps"), logins, latencies[("burst", "local_socket")]),
+            **figures(latencies, merge(rows, "rps"), logins, latencies[("burst", "local_socket")], wrk),
         }
     finally:
         target.finish(args)

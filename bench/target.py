@@ -116,6 +116,12 @@ def write_inventory(
     return directory
 
 
+def tool(name: str) -> str:
+    """Ansible's command beside the Python running the bench (`.venv/bin/python bench/...` needs no PATH)."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else name
+
+
 def run_playbook(
     playbook: str,
     inventory_dir: Path,
@@ -128,7 +134,7 @@ def run_playbook(
     full_env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1", **(env or {})}
     for var, sub in (("ROLES_PATH", "roles"), ("LIBRARY", "library"), ("MODULE_UTILS", "module_utils")):
         full_env[f"ANSIBLE_{var}"] = str(source / sub)
-    command = ["ansible-playbook", "-i", str(inventory_dir), playbook, "-e", f"demo_secrets_dir={secrets}"]
+    command = [tool("ansible-playbook"), "-i", str(inventory_dir), playbook, "-e", f"demo_secrets_dir={secrets}"]
     start = time.monotonic()
     done = subprocess.run(
         command, cwd=source, env=full_env, capture_output=True, text=True, timeout=timeout, check=False
@@ -148,7 +154,9 @@ def recap(output: str) -> dict[str, int]:
 
 
 def versions(name: str) -> dict[str, str]:
-    ansible = subprocess.run(["ansible", "--version"], capture_output=True, text=True, check=True, timeout=60).stdout
+    ansible = subprocess.run(
+        [tool("ansible"), "--version"], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
     nginx = docker("exec", name, "nginx", "-v", check=False).stderr
     flower = yaml.safe_load((ROOT / "roles" / "flower" / "defaults" / "main.yml").read_text())["flower_version"]
     return {
