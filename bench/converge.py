@@ -7,7 +7,12 @@ gives it OpenSSH's server as a real host has, and runs, each timed:
   1. playbooks/fixtures.yml (the demo's broker and worker; not counted),
   2. site.yml on the fresh host over SSH (pipelining and ControlPersist on: ansible.cfg): cold_s,
   3. site.yml again, nothing to change, over SSH, with ansible.posix.profile_tasks: rerun_s, tasks, slowest,
-  4. the same re-run over the docker connection the tests use: rerun_docker_s.
+  4. the same re-run over the docker connection the tests use: rerun_docker_s,
+  5. the floor: playbooks of 1 and of 101 `stat` tasks over SSH, the cheapest module call there is. Their
+     difference gives what one module call costs on this connection (floor_s_per_call) and the rest what any
+     run costs before its first task (floor_start_s); from them, how many module calls a re-run may make at
+     most to stay within 15 % of the cold run (calls_within_15pct), against the re-run's own count (ok tasks,
+     rerun_ok; skipped tasks cost no call).
 
 Prints the figures and writes bench/results/converge.json. The container is removed at the end.
 
@@ -72,6 +77,17 @@ def run(playbook: str, inventory_dir: Path, work: Path, timeout: int) -> tuple[f
     return run_playbook(playbook, inventory_dir, work / "secrets", timeout, PROFILE_ENV, source=snapshot(NAME))
 
 
+FLOOR_CALLS = 100
+
+
+def floor(inventory_dir: Path, work: Path, timeout: int, calls: int) -> float:
+    """Seconds a playbook of `calls` + 1 stat tasks (no facts) takes over the given connection."""
+    book = work / f"floor-{calls}.yml"
+    tasks = [{"name": f"Read / ({i})", "ansible.builtin.stat": {"path": "/"}} for i in range(calls + 1)]
+    book.write_text(json.dumps([{"name": "Floor", "hosts": "all", "gather_facts": False, "tasks": tasks}]))
+    return run_playbook(str(book), inventory_dir, work / "secrets", timeout, source=snapshot(NAME))[0]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--timeout", type=int, default=1800, help="seconds each run may take at most")
@@ -98,6 +114,9 @@ def main() -> int:
         tasks = counts["ok"] + counts["skipped"]
         slowest = [{"task": name.strip(), "s": float(s)} for name, s in PROFILE.findall(output)][:10]
         rerun_docker_s, _ = run("site.yml", over_docker, work, args.timeout)
+        one, many = floor(over_ssh, work, args.timeout, 0), floor(over_ssh, work, args.timeout, FLOOR_CALLS)
+        per_call = (many - one) / FLOOR_CALLS
+        start = one - per_call
         result = {
             "date": now(),
             "commit": commit(),
@@ -111,6 +130,10 @@ def main() -> int:
             "rerun_s_per_task": round(rerun_s / tasks, 3),
             "slowest": slowest,
             "rerun_docker_s": round(rerun_docker_s, 1),
+            "rerun_ok": counts["ok"],
+            "floor_s_per_call": round(per_call, 3),
+            "floor_start_s": round(start, 1),
+            "calls_within_15pct": max(0, int((0.15 * cold_s - start) / per_call)),
         }
     finally:
         if not args.keep:
@@ -119,6 +142,11 @@ def main() -> int:
     print(
         f"re-run over SSH: {result['rerun_s']} s for {tasks} tasks ({result['rerun_s_per_task']} s each), "
         f"{result['rerun_ratio']:.0%} of the cold run; over docker: {result['rerun_docker_s']} s"
+    )
+    print(
+        f"floor over SSH: {result['floor_s_per_call']} s per module call, {result['floor_start_s']} s before the "
+        f"first task: 15 % of the cold run allows {result['calls_within_15pct']} calls; the re-run made up to "
+        f"{result['rerun_ok']} (ok tasks)"
     )
     print("slowest tasks of the re-run:")
     for task in slowest:
