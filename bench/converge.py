@@ -12,7 +12,10 @@ gives it OpenSSH's server as a real host has, and runs, each timed:
      difference gives what one module call costs on this connection (floor_s_per_call) and the rest what any
      run costs before its first task (floor_start_s); from them, how many module calls a re-run may make at
      most to stay within 15 % of the cold run (calls_within_15pct), against the re-run's own count (ok tasks,
-     rerun_ok; skipped tasks cost no call).
+     rerun_ok; skipped tasks cost no call),
+  6. what gathering every fact costs a play against the local facts alone (the roles read nothing else, and
+     site.yml's plays gather only those): 10 plays of each over SSH, the difference per play
+     (gather_all_minus_local_s_per_play; site.yml has four plays that gathered everything before).
 
 Prints the figures and writes bench/results/converge.json. The container is removed at the end.
 
@@ -88,6 +91,17 @@ def floor(inventory_dir: Path, work: Path, timeout: int, calls: int) -> float:
     return run_playbook(str(book), inventory_dir, work / "secrets", timeout, source=snapshot(NAME))[0]
 
 
+GATHER_PLAYS = 10
+
+
+def gather(inventory_dir: Path, work: Path, timeout: int, subset: list[str]) -> float:
+    """Seconds GATHER_PLAYS plays that gather `subset` and run nothing take over the given connection."""
+    book = work / f"gather-{len(subset)}.yml"
+    play = {"name": "Gather", "hosts": "all", "gather_facts": True, "gather_subset": subset, "tasks": []}
+    book.write_text(json.dumps([play] * GATHER_PLAYS))
+    return run_playbook(str(book), inventory_dir, work / "secrets", timeout, source=snapshot(NAME))[0]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--timeout", type=int, default=1800, help="seconds each run may take at most")
@@ -117,6 +131,8 @@ def main() -> int:
         one, many = floor(over_ssh, work, args.timeout, 0), floor(over_ssh, work, args.timeout, FLOOR_CALLS)
         per_call = (many - one) / FLOOR_CALLS
         start = one - per_call
+        everything = gather(over_ssh, work, args.timeout, ["all"])
+        local = gather(over_ssh, work, args.timeout, ["!all", "!min", "local"])
         result = {
             "date": now(),
             "commit": commit(),
@@ -134,6 +150,7 @@ def main() -> int:
             "floor_s_per_call": round(per_call, 3),
             "floor_start_s": round(start, 1),
             "calls_within_15pct": max(0, int((0.15 * cold_s - start) / per_call)),
+            "gather_all_minus_local_s_per_play": round((everything - local) / GATHER_PLAYS, 2),
         }
     finally:
         if not args.keep:
@@ -146,7 +163,8 @@ def main() -> int:
     print(
         f"floor over SSH: {result['floor_s_per_call']} s per module call, {result['floor_start_s']} s before the "
         f"first task: 15 % of the cold run allows {result['calls_within_15pct']} calls; the re-run made up to "
-        f"{result['rerun_ok']} (ok tasks)"
+        f"{result['rerun_ok']} (ok tasks); gathering every fact costs a play "
+        f"{result['gather_all_minus_local_s_per_play']} s more than the local facts alone"
     )
     print("slowest tasks of the re-run:")
     for task in slowest:
