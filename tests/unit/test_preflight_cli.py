@@ -58,11 +58,11 @@ def as_text(value: Any) -> str:
 
 
 def preflight(
-    tmp_path: Path, *extra: str, group_vars: dict[str, Any] | None = None
+    tmp_path: Path, *extra: str, group_vars: dict[str, Any] | None = None, hosts: dict[str, Any] | None = None
 ) -> subprocess.CompletedProcess[str]:
     inventory = tmp_path / "inventory"
     (inventory / "group_vars").mkdir(parents=True)
-    hosts = {"all": {"children": {g: {"hosts": {"target": None}} for g in ("flower", "flower_monitoring")}}}
+    hosts = hosts or {"all": {"children": {g: {"hosts": {"target": None}} for g in ("flower", "flower_monitoring")}}}
     (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts))
     (inventory / "group_vars" / "all.yml").write_text(yaml.safe_dump(GROUP_VARS if group_vars is None else group_vars))
     env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"}
@@ -199,11 +199,16 @@ BAD_INPUT: dict[str, tuple[dict[str, Any], str]] = {
     "a Flower host as its own front door": (
         {
             **GROUP_VARS,
-            "flower_proxy_upstream_host": "target",
+            "flower_proxy_upstream_hosts": ["target"],
             "flower_proxy_upstream_client_certificate": "/etc/ssl/door/client.crt",
             "flower_proxy_upstream_client_key": "/etc/ssl/door/client.key",
         },
-        "must name a host of the group flower, not be one itself",
+        "must list distinct hosts of the group flower, not be one itself",
+    ),
+    # The setting before a door could serve several Flower hosts: named, with the new form to write.
+    "a front door's Flower host under its old name": (
+        {**GROUP_VARS, "flower_proxy_upstream_host": "target"},
+        "flower_proxy_upstream_host is now flower_proxy_upstream_hosts, a list",
     ),
     # The old default: the jail would start and never match (nothing there in basic mode).
     "fail2ban on nginx's error log": (
@@ -223,6 +228,35 @@ def test_bad_input_is_refused_by_preflight_naming_the_setting(tmp_path: Path, ca
     assert run.returncode != 0, output[-3000:]
     # The YAML callback also doubles quotes inside quotes.
     assert expected in refusal(output).replace("''", "'"), output[-3000:]
+
+
+def test_a_front_door_before_two_flower_hosts_under_the_same_prefix_is_refused(tmp_path: Path) -> None:
+    """One door, two clusters: each Flower host needs a prefix of its own, known from the inventory before any
+    host changes."""
+    hosts = {
+        "all": {
+            "children": {
+                "flower": {"hosts": {"flower-a": {"flower_url_prefix": "/flower"}, "flower-b": None}},
+                "flower_front": {"hosts": {"door": None}},
+            }
+        }
+    }
+    door = {
+        "flower_proxy_upstream_hosts": ["flower-a", "flower-b"],
+        "flower_proxy_upstream_client_certificate": "/etc/ssl/door/client.crt",
+        "flower_proxy_upstream_client_key": "/etc/ssl/door/client.key",
+    }
+    inventory_hosts = hosts["all"]["children"]
+    inventory_hosts["flower"]["hosts"]["flower-b"] = {"flower_url_prefix": "/flower"}
+    inventory_hosts["flower_front"]["hosts"]["door"] = door
+    run = preflight(tmp_path, hosts=hosts)
+    output = run.stdout + run.stderr
+    assert run.returncode != 0
+    expected = 'need distinct URL prefixes (their flower_url_prefix: ["/flower", "/flower"])'
+    assert expected in refusal(output), output[-3000:]
+    inventory_hosts["flower"]["hosts"]["flower-b"] = {"flower_url_prefix": "/flower-b"}
+    run = preflight(tmp_path / "distinct", hosts=hosts)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
 
 
 @pytest.mark.parametrize("allowed", [["localhost", "192.0.2.0/27"], ["192.0.2.30"], ["any"]])

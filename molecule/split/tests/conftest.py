@@ -33,14 +33,30 @@ def _platforms(group: str) -> list[str]:
     return [platform["name"] for platform in MOLECULE["platforms"] if group in platform.get("groups", [])]
 
 
-(FLOWER,), (MONITOR,), (BROKER,) = _platforms("flower"), _platforms("flower_monitoring"), _platforms("demo_broker")
-# The front door on a host of its own, passing to the Flower host's gate.
+(MONITOR,), (BROKER,) = _platforms("flower_monitoring"), _platforms("demo_broker")
+# Cluster a's Flower on a host of its own; cluster b's beside the broker, with a worker of its own there.
+(FLOWER,) = [name for name in _platforms("flower") if name != BROKER]
+FLOWER_B = BROKER
+# The front door on a host of its own, passing to both Flower hosts' gates.
 (FRONT,) = _platforms("flower_front")
-WORKERS = _platforms("demo_worker")
+# Cluster a's workers.
+WORKERS = [name for name in _platforms("demo_worker") if name != BROKER]
 DOMAIN: str = GROUP_VARS["flower_domain"]
-# The logins are in the flower group's variables alone (the front door follows them).
+HOST_VARS: dict[str, Any] = MOLECULE["provisioner"]["inventory"]["host_vars"]
+# Cluster a's logins are in the flower group's variables alone (the front door follows them); cluster b's in its
+# host's.
 ADMIN: dict[str, str] = MOLECULE["provisioner"]["inventory"]["group_vars"]["flower"]["flower_users"][0]
-SECRETS = [GROUP_VARS["demo_broker_password"], ADMIN["password"]]
+USERS_B: list[dict[str, str]] = HOST_VARS[FLOWER_B]["flower_users"]
+PREFIX_B: str = HOST_VARS[FLOWER_B]["flower_url_prefix"]
+SECRETS = [GROUP_VARS["demo_broker_password"], ADMIN["password"], *(user["password"] for user in USERS_B)]
+
+
+def broker_url(password: str = GROUP_VARS["demo_broker_password"], host: str = "") -> str:
+    """A broker URL of the inventory (cluster a's, or a host's own) with the password filled in."""
+    template = HOST_VARS.get(host, {}).get("flower_broker_url", GROUP_VARS["flower_broker_url"])
+    return template.replace("{{ demo_broker_password }}", password)
+
+
 # The local CA of the selfsigned mode, on the Flower host, and its copy on the monitoring host.
 LOCAL_CA = "/etc/ssl/flowerops/ca/ca.crt"
 CA_COPY = f"/etc/prometheus/flower-ca/{FLOWER}.crt"

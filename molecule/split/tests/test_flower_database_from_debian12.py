@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from conftest import ADMIN, GROUP_VARS, PROJECT_DIR, get, run_playbook, send_task, served_ca, wait_for
+from conftest import ADMIN, FLOWER, GROUP_VARS, PROJECT_DIR, get, run_playbook, send_task, served_ca, wait_for
 
 ROLES = PROJECT_DIR / "roles"
 ACCOUNT = yaml.safe_load((ROLES / "flower_account" / "defaults" / "main.yml").read_text())
@@ -105,7 +105,9 @@ def test_a_debian_12_gdbm_database_loads_moves_to_sqlite_and_restores_with_every
     assert flower.run("systemctl stop flower && rm -f %s && systemctl start flower", DB).rc == 0
     emptied = wait_for(lambda: (held := task_ids(ca)) is not None and not ids & held, timeout=60)
     assert emptied, "Flower did not come back empty"
-    restored = run_playbook("playbooks/restore.yml", "-e", f"flower_backup_restore_archive={archive}")
+    restored = run_playbook(
+        "playbooks/restore.yml", "--limit", FLOWER, "-e", f"flower_backup_restore_archive={archive}"
+    )
     assert restored.returncode == 0, (restored.stdout + restored.stderr)[-3000:]
     assert holds(ca, ids), "the restore did not bring every task back"
     for secret in (ADMIN["password"], GROUP_VARS["demo_broker_password"]):

@@ -17,8 +17,11 @@ from conftest import (
     ADMIN,
     DOMAIN,
     FLOWER,
+    FLOWER_B,
     FRONT,
-    MOLECULE,
+    HOST_VARS,
+    PREFIX_B,
+    USERS_B,
     WORKERS,
     connect_from,
     container_ip,
@@ -33,11 +36,13 @@ from conftest import (
 from playwright.sync_api import sync_playwright
 from testlib import CHROMIUM
 
-HOST_VARS: dict[str, Any] = MOLECULE["provisioner"]["inventory"]["host_vars"]
 GATE: str = HOST_VARS[FLOWER]["flower_proxy_gate_listen"]
 GATE_ADDRESS, GATE_PORT = GATE.rsplit(":", 1)
 PKI = "/etc/ssl/flowerops-front"
 LOGIN = (ADMIN["name"], ADMIN["password"])
+# Cluster b's logins (nginx checks them at the door: its Flower host is in proxy mode).
+LOGIN_B, VIEWER_B = ((user["name"], user["password"]) for user in USERS_B)
+WORKER_B = f"demo-worker@{FLOWER_B}"
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +57,27 @@ def test_through_the_door_flower_shows_both_worker_hosts(front: Any, tmp_path: P
     assert status == 200, body[:300]
     online = json.loads(body)
     assert all(online.get(f"demo-worker@{name}") for name in WORKERS), online
+    assert WORKER_B not in online, "cluster b's worker is in cluster a's Flower"
     assert get("/api/workers", ca, (ADMIN["name"], "wrong-password-123"), via=FRONT)[0] == 401
     assert get("/api/workers", ca, None, via=FRONT)[0] == 401
+
+
+def test_one_door_serves_the_second_cluster_under_its_prefix_with_its_own_logins(front: Any, tmp_path: Path) -> None:
+    """Cluster b's Flower (on the broker's host) under /flower-b at the same name: its own worker alone, its own
+    logins alone (a's admin gets 401 there, b's admin gets 401 at a's root), and its viewer may only read."""
+    ca = served_ca(tmp_path, FRONT)
+    status, body = get(f"{PREFIX_B}/api/workers?status=1", ca, LOGIN_B, via=FRONT)
+    assert status == 200, body[:300]
+    online = json.loads(body)
+    assert online.get(WORKER_B) is True, online
+    assert not [name for name in WORKERS if f"demo-worker@{name}" in online], f"cluster a's workers in b's: {online}"
+    assert get(f"{PREFIX_B}/api/workers", ca, LOGIN, via=FRONT)[0] == 401
+    assert get("/api/workers", ca, LOGIN_B, via=FRONT)[0] == 401
+    assert get(f"{PREFIX_B}/api/workers", ca, None, via=FRONT)[0] == 401
+    assert get(f"{PREFIX_B}/api/workers", ca, VIEWER_B, via=FRONT)[0] == 200
+    revoke = f"{PREFIX_B}/api/task/revoke/00000000-0000-0000-0000-000000000000"
+    assert request("POST", revoke, ca, VIEWER_B, via=FRONT)[0] == 403
+    assert request("POST", revoke, ca, LOGIN_B, via=FRONT)[0] == 200
 
 
 def test_a_cross_site_write_is_refused_at_the_door(front: Any, tmp_path: Path) -> None:
@@ -65,7 +89,8 @@ def test_a_cross_site_write_is_refused_at_the_door(front: Any, tmp_path: Path) -
 
 def test_the_dashboard_through_the_door_shows_both_workers_in_a_browser(front: Any) -> None:
     """Chromium, the public name mapped to the door's container: the dashboard shows both worker hosts' workers,
-    and its console stays free of errors (the static files and their CSP come through the gate)."""
+    cluster b's under its prefix shows its worker, and the console stays free of errors (the static files and
+    their CSP come through the gates)."""
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM,
@@ -83,6 +108,17 @@ def test_the_dashboard_through_the_door_shows_both_workers_in_a_browser(front: A
         for name in WORKERS:
             page.get_by_text(f"demo-worker@{name}").first.wait_for(timeout=15000)
         page.wait_for_timeout(1500)  # one polling round of the UI, whose errors count too
+        # Cluster b's dashboard at the same name, under its prefix, with its own login.
+        context_b = browser.new_context(
+            http_credentials={"username": LOGIN_B[0], "password": LOGIN_B[1]}, ignore_https_errors=True
+        )
+        page_b = context_b.new_page()
+        page_b.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        page_b.on("pageerror", lambda error: errors.append(str(error)))
+        response = page_b.goto(f"https://{DOMAIN}{PREFIX_B}/", wait_until="networkidle", timeout=30000)
+        assert response is not None and response.status == 200
+        page_b.get_by_text(WORKER_B).first.wait_for(timeout=15000)
+        page_b.wait_for_timeout(1500)
         browser.close()
     assert errors == []
 
@@ -115,7 +151,7 @@ def gate_answer(cert: str = "", key: str = "") -> str:
         GATE_ADDRESS,
         GATE_PORT,
         DOMAIN,
-        "/etc/nginx/flower-upstream-ca.pem",
+        f"/etc/nginx/flower-fronted/{FLOWER}-ca.pem",
         cert,
         key,
     )
