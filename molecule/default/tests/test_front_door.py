@@ -152,6 +152,17 @@ def flower_routes(host: Any) -> list[str]:
     return routes
 
 
+def past_the_burst(front_door: FrontDoor, method: str, path: str, login: str | None = None) -> tuple[int, Any, bytes]:
+    """A request that waits for the API's rate (bounded: 10 tries a quarter second apart) while it gets 429."""
+    answer = front_door.request(method, path, login)
+    for _ in range(10):
+        if answer[0] != 429:
+            break
+        time.sleep(0.25)
+        answer = front_door.request(method, path, login)
+    return answer
+
+
 def test_every_flower_route_refuses_anonymous_get_and_post(host: Any, front_door: FrontDoor) -> None:
     routes = flower_routes(host)
     assert "/api/task/revoke/x" in routes and len(routes) > 25
@@ -159,13 +170,8 @@ def test_every_flower_route_refuses_anonymous_get_and_post(host: Any, front_door
     # Static files are public, as Flower serves them (nginx serves them from the venv, no password).
     for route in (r for r in routes if not r.startswith("/static/")):
         for method in ("GET", "POST"):
-            status, headers, _ = front_door.request(method, route)
             # This test is about auth: past the API's burst, wait for its rate (bounded) and ask again.
-            for _ in range(10):
-                if status != 429:
-                    break
-                time.sleep(0.25)
-                status, headers, _ = front_door.request(method, route)
+            status, headers, _ = past_the_burst(front_door, method, route)
             location = headers.get("Location", "")
             if not (status in REFUSED or (status in REDIRECTS and "login" in location)):
                 wrong.append(f"{method} {route}: {status}")
@@ -175,7 +181,8 @@ def test_every_flower_route_refuses_anonymous_get_and_post(host: Any, front_door
 def test_viewer_reads_but_cannot_revoke_and_admin_can(host: Any, front_door: FrontDoor, healthy_flower: Any) -> None:
     task_id = str(uuid.uuid4())
     origin = {"Origin": f"https://{DOMAIN}"}
-    assert front_door.request("GET", "/api/workers", "viewer")[0] == 200
+    # The test before spends this address's API burst on purpose: this one is about the tiers, not the limits.
+    assert past_the_burst(front_door, "GET", "/api/workers", "viewer")[0] == 200
     assert front_door.request("GET", "/tasks", "viewer")[0] == 200
 
     status, headers, _ = front_door.request("POST", f"/api/task/revoke/{task_id}", "viewer", headers=origin)
