@@ -94,6 +94,12 @@ prepare_rootfs() {
               systemd-modules-load.service; do
     ln -sf /dev/null "$rootfs/etc/systemd/system/$unit"
   done
+  # OpenSSH's server, as on a real host: Ansible and the tests reach the containers over SSH (the connection
+  # production uses, and cheaper per call than docker exec). No host key in the image: each container makes
+  # its own when sshd first starts.
+  rm -f "$rootfs"/etc/ssh/ssh_host_*
+  mkdir -p "$rootfs/etc/systemd/system/ssh.service.d"
+  printf '[Service]\nExecStartPre=\nExecStartPre=/usr/bin/ssh-keygen -A\nExecStartPre=/usr/sbin/sshd -t\n' >"$rootfs/etc/systemd/system/ssh.service.d/host-keys.conf"
   chroot "$rootfs" apt-get update -qq
   chroot "$rootfs" apt-get clean
 }
@@ -124,7 +130,7 @@ ensure_image() {
   fi
   log "debootstrapping Debian $SUITE (about a minute)"
   debootstrap --variant=minbase \
-    --include=systemd,systemd-sysv,dbus,python3,python3-apt,sudo,iproute2,procps,ca-certificates \
+    --include=systemd,systemd-sysv,dbus,python3,python3-apt,sudo,iproute2,procps,ca-certificates,openssh-server \
     "$SUITE" "$rootfs" "$mirror" >/dev/null
   prepare_rootfs "$rootfs"
   log "importing $IMAGE"

@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 # Debian's chromium, which playwright drives for the browser tests.
 CHROMIUM = "/usr/bin/chromium"
 RECAP = r"{}\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)"
@@ -53,6 +55,14 @@ def container_ip(host: Any) -> str:
         ["docker", "inspect", "-f", template, name], capture_output=True, text=True, timeout=30, check=True
     )
     return inspect.stdout.split()[0]
+
+
+def ssh_connection(project_dir: Path) -> dict[str, str]:
+    """How Molecule's inventory reaches the containers (the shared config's SSH settings, the run's directory
+    filled in): for the inventories the tests write themselves."""
+    shared = yaml.safe_load((project_dir / ".config" / "molecule" / "config.yml").read_text())
+    settings = shared["provisioner"]["inventory"]["group_vars"]["all"]
+    return {name: os.path.expandvars(str(value)) for name, value in settings.items()}
 
 
 def ansible_playbook(project_dir: Path, inventory: Path, playbook: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -27,7 +27,7 @@ from playwright.sync_api import Browser, BrowserContext, sync_playwright
 SCENARIO_DIR = Path(os.environ.get("MOLECULE_SCENARIO_DIRECTORY", Path(__file__).resolve().parents[1]))
 PROJECT_DIR = SCENARIO_DIR.parents[1]
 sys.path.insert(0, str(PROJECT_DIR / "molecule" / "resources"))
-from testlib import CHROMIUM, ansible_playbook, container_ip, service_diagnostics, wait_for  # noqa: E402
+from testlib import CHROMIUM, ansible_playbook, container_ip, service_diagnostics, ssh_connection, wait_for  # noqa: E402
 from testlib import record as record_figure  # noqa: E402
 
 MOLECULE = yaml.safe_load((SCENARIO_DIR / "molecule.yml").read_text())
@@ -204,10 +204,7 @@ def run_playbook(
     for name in hosts or [INSTANCE]:
         own = MOLECULE["provisioner"]["inventory"].get("host_vars", {}).get(name, {})
         for group in PLATFORM_GROUPS[name]:
-            children.setdefault(group, {"hosts": {}})["hosts"][name] = {
-                "ansible_connection": "community.docker.docker",
-                **own,
-            }
+            children.setdefault(group, {"hosts": {}})["hosts"][name] = {**ssh_connection(PROJECT_DIR), **own}
     (inventory / "hosts.yml").write_text(yaml.safe_dump({"all": {"children": children}}))
     (inventory / "group_vars" / "all.yml").write_text(yaml.safe_dump(group_vars))
     return ansible_playbook(PROJECT_DIR, inventory, playbook, *args)

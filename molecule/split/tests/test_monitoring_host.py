@@ -70,7 +70,7 @@ def test_monitoring_ports_are_filtered_from_another_host(monitor: Any, other_hos
 
 
 def test_ssh_is_not_filtered_from_another_host(monitor: Any, other_host: Any) -> None:
-    assert listening(monitor, SSH_PORT), "no sshd on the monitoring host (the scenario's prepare.yml starts one)"
+    assert listening(monitor, SSH_PORT), "no sshd on the monitoring host (the image's)"
     address = container_ip(monitor)
     seen = wait_for(lambda: connect_from(other_host, address, SSH_PORT) == "open", timeout=20, interval=2)
     assert seen, f"{SSH_PORT} from {INSTANCE}: {connect_from(other_host, address, SSH_PORT)}"
