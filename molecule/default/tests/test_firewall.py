@@ -112,8 +112,14 @@ ADMITTED: dict[str, tuple[Any, ...]] = {
     "address inside the narrowed SSH sources": (
         {**GROUP_VARS, "flower_firewall_ssh_allow": ["198.51.100.0/24"], "flower_firewall_ssh_client": "198.51.100.7"},
     ),
-    # The docker connection (ansible_port unset) uses no SSH port: nothing to check.
-    "docker connection": ({**GROUP_VARS, "flower_firewall_ssh_port": 2222},),
+    # The docker connection uses no SSH port: nothing to check.
+    "docker connection": (
+        {**GROUP_VARS, "flower_firewall_ssh_port": 2222},
+        "-e",
+        "ansible_connection=community.docker.docker",
+        "-e",
+        f"ansible_host={INSTANCE}",
+    ),
 }
 
 

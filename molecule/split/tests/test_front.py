@@ -80,6 +80,15 @@ def test_one_door_serves_the_second_cluster_under_its_prefix_with_its_own_logins
     assert request("POST", revoke, ca, LOGIN_B, via=FRONT)[0] == 200
 
 
+def test_an_upgraded_door_keeps_no_copy_of_its_single_host_logins(front: Any) -> None:
+    """A door from before it served several Flower hosts kept its one host's logins and CA in /etc/nginx
+    (prepare.yml leaves such copies, with a hash of a login that host no longer has): site.yml removes them, so
+    no password hash stays on disk where nothing reads it any more."""
+    for leftover in ("/etc/nginx/flower.htpasswd", "/etc/nginx/flower-upstream-ca.pem"):
+        assert not front.file(leftover).exists, f"{leftover} is still on the door"
+    assert front.file("/etc/nginx/flower-fronted").is_directory
+
+
 def test_a_cross_site_write_is_refused_at_the_door(front: Any, tmp_path: Path) -> None:
     """The door keeps the cross-site check: another site's form, with the admin's cached login, gets 403."""
     ca = served_ca(tmp_path, FRONT)
