@@ -38,7 +38,7 @@ def test_make_installs_the_host_packages_first() -> None:
 def test_every_tool_the_tests_run_is_in_the_one_list() -> None:
     """Each program the suite calls comes from a listed package (or ships with Debian 12 and Python)."""
     needed = {"redis-server": "redis-server", "docker": "docker.io", "dockerd": "docker.io",
-              "debootstrap": "debootstrap", "git": "git", "ip": "iproute2"}  # fmt: skip
+              "debootstrap": "debootstrap", "git": "git", "ip": "iproute2", "ssh": "openssh-client"}  # fmt: skip
     missing = {tool: package for tool, package in needed.items() if package not in listed_packages()}
     assert not missing, f"scripts/host-packages.txt lacks {missing}"
     # And on this machine, having run `make`, they are really there.
