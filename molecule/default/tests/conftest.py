@@ -201,10 +201,11 @@ def run_playbook(
     inventory = tmp_path / "inventory"
     (inventory / "group_vars").mkdir(parents=True, exist_ok=True)
     children: dict[str, Any] = {}
+    connection = ssh_connection(PROJECT_DIR)
     for name in hosts or [INSTANCE]:
         own = MOLECULE["provisioner"]["inventory"].get("host_vars", {}).get(name, {})
         for group in PLATFORM_GROUPS[name]:
-            children.setdefault(group, {"hosts": {}})["hosts"][name] = {**ssh_connection(PROJECT_DIR), **own}
+            children.setdefault(group, {"hosts": {}})["hosts"][name] = {**connection, **own}
     (inventory / "hosts.yml").write_text(yaml.safe_dump({"all": {"children": children}}))
     (inventory / "group_vars" / "all.yml").write_text(yaml.safe_dump(group_vars))
     return ansible_playbook(PROJECT_DIR, inventory, playbook, *args)
