@@ -2,12 +2,12 @@
 """How long site.yml takes on a fresh host, and what a run that changes nothing costs.
 
 Starts a fresh systemd container from the project's image (as `make demo` does, under a name of its own),
-gives it OpenSSH's server as a real host has, and runs, each timed:
+authorizes a key for root on its OpenSSH server (the image's, as a real host has), and runs, each timed:
 
   1. playbooks/fixtures.yml (the demo's broker and worker; not counted),
   2. site.yml on the fresh host over SSH (pipelining and ControlPersist on: ansible.cfg): cold_s,
   3. site.yml again, nothing to change, over SSH, with ansible.posix.profile_tasks: rerun_s, tasks, slowest,
-  4. the same re-run over the docker connection the tests use: rerun_docker_s,
+  4. the same re-run over docker exec (the demo's connection): rerun_docker_s,
   5. the floor: playbooks of 1 and of 101 `stat` tasks over SSH, the cheapest module call there is. Their
      difference gives what one module call costs on this connection (floor_s_per_call) and the rest what any
      run costs before its first task (floor_start_s); from them, how many module calls a re-run may make at
@@ -42,7 +42,6 @@ from target import (
     ROOT,
     commit,
     docker,
-    install_sshd,
     now,
     recap,
     remove_container,
@@ -111,7 +110,6 @@ def main() -> int:
     shutil.rmtree(work_dir(NAME), ignore_errors=True)  # the copy of HEAD is taken afresh
     try:
         address = start_container(NAME)
-        install_sshd(NAME)
         key = work / "ssh_key"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
         public = (work / "ssh_key.pub").read_text().strip()

@@ -85,12 +85,6 @@ def start_container(name: str) -> str:
     return docker("inspect", "-f", template, name).stdout.split()[0]
 
 
-def install_sshd(name: str) -> None:
-    install = docker("exec", name, "sh", "-c", "apt-get install -y -qq openssh-server >/dev/null", check=False)
-    if install.returncode != 0:
-        sys.exit(f"could not install openssh-server in {name}: {install.stderr[-2000:]}")
-
-
 def remove_container(name: str) -> None:
     docker("rm", "-f", name, check=False)
     shutil.rmtree(work_dir(name), ignore_errors=True)
