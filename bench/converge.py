@@ -5,9 +5,10 @@ Starts a fresh systemd container from the project's image (as `make demo` does, 
 authorizes a key for root on its OpenSSH server (the image's, as a real host has), and runs, each timed:
 
   1. playbooks/fixtures.yml (the demo's broker and worker; not counted),
-  2. site.yml on the fresh host over SSH (pipelining and ControlPersist on: ansible.cfg): cold_s,
+  2. site.yml on the fresh host over SSH (pipelining, ControlPersist and Mitogen on: ansible.cfg): cold_s,
   3. site.yml again, nothing to change, over SSH, with ansible.posix.profile_tasks: rerun_s, tasks, slowest,
-  4. the same re-run over docker exec (the demo's connection): rerun_docker_s,
+  4. the same re-run without Mitogen (ANSIBLE_STRATEGY=linear: a new Python on the host for every task):
+     rerun_linear_s; and over docker exec (the demo's connection): rerun_docker_s,
   5. the floor: playbooks of 1 and of 101 `stat` tasks over SSH, the cheapest module call there is. Their
      difference gives what one module call costs on this connection (floor_s_per_call) and the rest what any
      run costs before its first task (floor_start_s); from them, how many module calls a re-run may make at
@@ -68,15 +69,20 @@ def inventory(work: Path, address: str, key: Path) -> tuple[Path, Path]:
         work / "inventory-ssh",
         NAME,
         {"ansible_host": address, "ansible_user": "root", "ansible_ssh_private_key_file": str(key)},
-        {"ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"},
+        # A new container's host key; Mitogen's SSH reads ansible_host_key_checking, not the options.
+        {
+            "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
+            "ansible_host_key_checking": False,
+        },
     )
     over_docker = write_inventory(work / "inventory-docker", NAME, {"ansible_connection": "community.docker.docker"})
     return over_ssh, over_docker
 
 
-def run(playbook: str, inventory_dir: Path, work: Path, timeout: int) -> tuple[float, str]:
+def run(playbook: str, inventory_dir: Path, work: Path, timeout: int, strategy: str = "") -> tuple[float, str]:
     # From a copy of the commit (as bench/target.py deploys), never from a working tree being edited.
-    return run_playbook(playbook, inventory_dir, work / "secrets", timeout, PROFILE_ENV, source=snapshot(NAME))
+    env = {**PROFILE_ENV, **({"ANSIBLE_STRATEGY": strategy} if strategy else {})}
+    return run_playbook(playbook, inventory_dir, work / "secrets", timeout, env, source=snapshot(NAME))
 
 
 FLOOR_CALLS = 100
@@ -125,6 +131,7 @@ def main() -> int:
             sys.exit(f"the re-run changed {counts['changed']} tasks: not idempotent\n{output[-3000:]}")
         tasks = counts["ok"] + counts["skipped"]
         slowest = [{"task": name.strip(), "s": float(s)} for name, s in PROFILE.findall(output)][:10]
+        rerun_linear_s, _ = run("site.yml", over_ssh, work, args.timeout, strategy="linear")
         rerun_docker_s, _ = run("site.yml", over_docker, work, args.timeout)
         one, many = floor(over_ssh, work, args.timeout, 0), floor(over_ssh, work, args.timeout, FLOOR_CALLS)
         per_call = (many - one) / FLOOR_CALLS
@@ -137,12 +144,14 @@ def main() -> int:
             **versions(NAME),
             "cores": os.cpu_count(),
             "connection": "ssh (pipelining, ControlPersist)",
+            "strategy": "mitogen_linear (ansible.cfg)",
             "cold_s": round(cold_s, 1),
             "rerun_s": round(rerun_s, 1),
             "rerun_ratio": round(rerun_s / cold_s, 3),
             "tasks": tasks,
             "rerun_s_per_task": round(rerun_s / tasks, 3),
             "slowest": slowest,
+            "rerun_linear_s": round(rerun_linear_s, 1),
             "rerun_docker_s": round(rerun_docker_s, 1),
             "rerun_ok": counts["ok"],
             "floor_s_per_call": round(per_call, 3),
@@ -156,7 +165,8 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
     print(
         f"re-run over SSH: {result['rerun_s']} s for {tasks} tasks ({result['rerun_s_per_task']} s each), "
-        f"{result['rerun_ratio']:.0%} of the cold run; over docker: {result['rerun_docker_s']} s"
+        f"{result['rerun_ratio']:.0%} of the cold run; without Mitogen (linear): {result['rerun_linear_s']} s; "
+        f"over docker: {result['rerun_docker_s']} s"
     )
     print(
         f"floor over SSH: {result['floor_s_per_call']} s per module call, {result['floor_start_s']} s before the "

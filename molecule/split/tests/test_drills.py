@@ -49,6 +49,7 @@ from conftest import (
     run_playbook,
     send_task,
     served_ca,
+    service_diagnostics,
     task_state,
     wait_for,
 )
@@ -265,7 +266,10 @@ def test_no_kill_point_in_a_save_and_no_memory_cap_kill_loses_the_history(flower
     assert flower.run("systemctl start flower").rc == 0
     points = []
     for fraction in (0.0, 0.2, 0.4, 0.6, 0.8, 0.95, 1.2):
-        assert wait_for(lambda: tasks_held(ca) == saved, timeout=60), (tasks_held(ca), saved)
+        # Once (the first run with Mitogen, two lint runs beside it) Flower stayed inactive here after the start
+        # above, unexplained: the unit's journal and Flower's log say why, should it happen again.
+        same = wait_for(lambda: tasks_held(ca) == saved, timeout=60)
+        assert same, (tasks_held(ca), saved, service_diagnostics(flower, "flower", FLOWER_LOG))
         point = kill_in_save(flower, fraction, timed["save_s"])
         point["left"] = [name for name in leftovers(flower) if ".tmp" in name]
         # Kills on purpose, faster than the unit's start limit allows: that count is not this drill's.
