@@ -95,3 +95,20 @@ def test_ssh_sources_admit_the_address(filters: ModuleType) -> None:
     assert filters.flower_firewall_admits("::ffff:203.0.113.7", ["203.0.113.0/24"])
     assert filters.flower_firewall_admits("2001:db8::5", ["2001:db8::/32"])
     assert not filters.flower_firewall_admits("203.0.113.7", ["198.51.100.0/24", "2001:db8::/32"])
+
+
+def test_missing_rules_are_those_absent_from_either_family_or_with_another_comment(filters: ModuleType) -> None:
+    rules = wanted(filters, ["any", "192.0.2.7"], extra=[{"port": "8097", "from_ip": "203.0.113.9"}])
+    missing = filters.flower_firewall_missing(rules, [USER_RULES, USER6_RULES], "flowerops")
+    # ssh and 443 from any are in both files; 443 from 192.0.2.7 in neither; 8097's rule is there, unmarked.
+    assert [(r["port"], r["from_ip"]) for r in missing] == [("443", "192.0.2.7"), ("8097", "203.0.113.9")]
+    # A rule from any present in user.rules alone still needs its IPv6 copy.
+    assert [r["port"] for r in filters.flower_firewall_missing(rules[:2], [USER_RULES, ""], "flowerops")] == [
+        "22",
+        "443",
+    ]
+    # An IPv4 source needs user.rules alone.
+    v4 = USER_RULES.replace("COMMIT", tuple_line("allow tcp 443 0.0.0.0/0 any 192.0.2.7 in", "flowerops proxy"))
+    assert filters.flower_firewall_missing(rules[2:3], [v4, ""], "flowerops") == []
+    # Files not read (ufw not set up yet): everything is missing.
+    assert filters.flower_firewall_missing(rules, [], "flowerops") == rules

@@ -112,6 +112,30 @@ def flower_firewall_stale(managed: list[dict[str, Any]], wanted: list[dict[str, 
     return [rule for rule in managed if _key(rule) not in keys]
 
 
+def _family(address: str) -> int:
+    """4 or 6 for an address as ufw_address gives it, 0 for "any"."""
+    return 0 if address == "any" else ipaddress.ip_network(address, strict=False).version
+
+
+def flower_firewall_missing(wanted: list[dict[str, Any]], user_rules: list[str], marker: str) -> list[dict[str, Any]]:
+    """The wanted rules not yet in ufw's user rules with their comment: user_rules is the texts of user.rules and
+    user6.rules, in that order ("" for a file not there). A rule between any addresses is in both files, one
+    with an IPv4 (IPv6) address in user.rules (user6.rules) alone. The rest need no `ufw` run: the module would
+    compare the same files and add nothing.
+    """
+    present = [
+        {(_key(rule), rule["comment"]) for rule in flower_firewall_managed([text], marker)} for text in user_rules
+    ]
+    missing = []
+    for rule in wanted:
+        key = _key(rule)
+        families = {_family(key[3]), _family(key[4])} - {0}
+        files = [0, 1] if not families else [0] if families == {4} else [1]
+        if len(present) < 2 or any((key, rule["comment"]) not in present[index] for index in files):
+            missing.append(rule)
+    return missing
+
+
 def flower_firewall_admits(address: str, sources: list[str]) -> bool:
     """Whether a source list ("any" or addresses/CIDRs) admits an address."""
     host = ipaddress.ip_address(str(address).strip())
@@ -132,5 +156,6 @@ class FilterModule:
             "flower_firewall_wanted": flower_firewall_wanted,
             "flower_firewall_managed": flower_firewall_managed,
             "flower_firewall_stale": flower_firewall_stale,
+            "flower_firewall_missing": flower_firewall_missing,
             "flower_firewall_admits": flower_firewall_admits,
         }
