@@ -14,7 +14,12 @@ authorizes a key for root on its OpenSSH server (the image's, as a real host has
      run costs before its first task (floor_start_s); from them, how many module calls a re-run may make at
      most to stay within 15 % of the cold run (calls_within_15pct), against the re-run's own count (ok tasks,
      rerun_ok; skipped tasks cost no call),
-  6. what gathering every fact costs a play against the local facts alone (the roles read nothing else, and
+  6. the same for a task that runs on the controller alone (`assert`, no module call on the host): what any
+     task costs before its module (floor_s_per_controller_task), and from it how many tasks a re-run may have
+     at most to stay within 15 % of the cold run, after the run's start and its health check's own seconds
+     (tasks_within_15pct), against the re-run's own count (tasks); and where the re-run's seconds go, by
+     module (rerun_by_action, from a re-run with the ansible.posix.json callback),
+  7. what gathering every fact costs a play against the local facts alone (the roles read nothing else, and
      site.yml's plays gather only those): 10 plays of each over SSH, the difference per play
      (gather_all_minus_local_s_per_play; site.yml has four plays that gathered everything before).
 
@@ -36,6 +41,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from datetime import datetime
 from pathlib import Path
 
 from target import (
@@ -96,6 +102,36 @@ def floor(inventory_dir: Path, work: Path, timeout: int, calls: int) -> float:
     return run_playbook(str(book), inventory_dir, work / "secrets", timeout, source=snapshot(NAME))[0]
 
 
+def controller_floor(inventory_dir: Path, work: Path, timeout: int, tasks: int) -> float:
+    """Seconds a playbook of `tasks` + 1 controller-only tasks (assert, no facts) takes."""
+    book = work / f"floor-assert-{tasks}.yml"
+    assertion = {"that": ["true"], "quiet": True}
+    body = [{"name": f"Assert ({i})", "ansible.builtin.assert": assertion} for i in range(tasks)]
+    # One module call first, so that both playbooks pay the connection's start alike.
+    body.insert(0, {"name": "Read /", "ansible.builtin.stat": {"path": "/"}})
+    book.write_text(json.dumps([{"name": "Floor", "hosts": "all", "gather_facts": False, "tasks": body}]))
+    return run_playbook(str(book), inventory_dir, work / "secrets", timeout, source=snapshot(NAME))[0]
+
+
+def by_action(inventory_dir: Path, work: Path, timeout: int) -> list[dict[str, object]]:
+    """A no-op re-run's seconds and task count per module (a loop counts once), most seconds first."""
+    env = {"ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"}
+    _, output = run_playbook("site.yml", inventory_dir, work / "secrets", timeout, env, source=snapshot(NAME))
+    totals: dict[str, list[float]] = {}
+    for play in json.loads(output[output.index("{") :])["plays"]:
+        for task in play["tasks"]:
+            span = task["task"]["duration"]
+            seconds = (datetime.fromisoformat(span["end"]) - datetime.fromisoformat(span["start"])).total_seconds()
+            results = list(task["hosts"].values())
+            action = results[0].get("action", "?") if results else "?"
+            skipped = bool(results) and all(result.get("skipped") for result in results)
+            entry = totals.setdefault(action + (" (skipped)" if skipped else ""), [0, 0.0])
+            entry[0] += 1
+            entry[1] += seconds
+    rows = [{"action": name, "tasks": int(n), "s": round(s, 2)} for name, (n, s) in totals.items()]
+    return sorted(rows, key=lambda row: -float(row["s"]))
+
+
 GATHER_PLAYS = 10
 
 
@@ -136,6 +172,9 @@ def main() -> int:
         one, many = floor(over_ssh, work, args.timeout, 0), floor(over_ssh, work, args.timeout, FLOOR_CALLS)
         per_call = (many - one) / FLOOR_CALLS
         start = one - per_call
+        per_task = (controller_floor(over_ssh, work, args.timeout, FLOOR_CALLS) - one) / FLOOR_CALLS
+        gate = next((task["s"] for task in slowest if task["task"].startswith("flower : Check Flower end to end")), 0.0)
+        actions = by_action(over_ssh, work, args.timeout)
         everything = gather(over_ssh, work, args.timeout, ["all"])
         local = gather(over_ssh, work, args.timeout, ["!all", "!min", "local"])
         result = {
@@ -157,6 +196,10 @@ def main() -> int:
             "floor_s_per_call": round(per_call, 3),
             "floor_start_s": round(start, 1),
             "calls_within_15pct": max(0, int((0.15 * cold_s - start) / per_call)),
+            "floor_s_per_controller_task": round(per_task, 3),
+            "rerun_gate_s": gate,
+            "tasks_within_15pct": max(0, int((0.15 * cold_s - start - gate) / per_task)),
+            "rerun_by_action": actions[:12],
             "gather_all_minus_local_s_per_play": round((everything - local) / GATHER_PLAYS, 2),
         }
     finally:
@@ -174,6 +217,14 @@ def main() -> int:
         f"{result['rerun_ok']} (ok tasks); gathering every fact costs a play "
         f"{result['gather_all_minus_local_s_per_play']} s more than the local facts alone"
     )
+    print(
+        f"a task on the controller alone (assert): {result['floor_s_per_controller_task']} s; after the start and "
+        f"the health check ({result['rerun_gate_s']} s), 15 % of the cold run allows {result['tasks_within_15pct']} "
+        f"tasks; the re-run has {tasks}"
+    )
+    print("the re-run by module (seconds, tasks):")
+    for row in result["rerun_by_action"]:
+        print(f"  {row['s']:6.2f} s  {row['tasks']:4d}  {row['action']}")
     print("slowest tasks of the re-run:")
     for task in slowest:
         print(f"  {task['s']:6.2f} s  {task['task']}")
