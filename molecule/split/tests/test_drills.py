@@ -234,8 +234,14 @@ def feed(tasks: int, timeout: float, payload: int = 0) -> dict[str, Any]:
 
 
 def kill_in_save(flower: Any, fraction: float, save_s: float = 0.0) -> dict[str, Any]:
-    run = flower.run(f"python3 -c %s {DB} {main_pid(flower)} {fraction} {save_s}", KILL_IN_SAVE)
+    """Kill Flower as KILL_IN_SAVE says; returns once systemd has seen its process end as well."""
+    pid = main_pid(flower)
+    run = flower.run(f"python3 -c %s {DB} {pid} {fraction} {save_s}", KILL_IN_SAVE)
     assert run.rc == 0, run.stderr
+    # The process may be gone (a zombie) before systemd has reaped it: a `systemctl start` then finds the unit
+    # still active and does nothing, and the clean exit that follows leaves it inactive (dead), no restart.
+    reaped = wait_for(lambda: main_pid(flower) != pid, timeout=30, interval=0.2)
+    assert reaped, f"systemd still names {pid} flower's main process 30 s after it ended"
     return json.loads(run.stdout)
 
 
@@ -266,8 +272,9 @@ def test_no_kill_point_in_a_save_and_no_memory_cap_kill_loses_the_history(flower
     assert flower.run("systemctl start flower").rc == 0
     points = []
     for fraction in (0.0, 0.2, 0.4, 0.6, 0.8, 0.95, 1.2):
-        # Once (the first run with Mitogen, two lint runs beside it) Flower stayed inactive here after the start
-        # above, unexplained: the unit's journal and Flower's log say why, should it happen again.
+        # Once (two lint runs beside it) Flower stayed inactive here: the start above came before systemd had
+        # reaped the process that exited (kill_in_save waits for that now); should it happen again for another
+        # reason, the unit's journal and Flower's log say why.
         same = wait_for(lambda: tasks_held(ca) == saved, timeout=60)
         assert same, (tasks_held(ca), saved, service_diagnostics(flower, "flower", FLOWER_LOG))
         point = kill_in_save(flower, fraction, timed["save_s"])
