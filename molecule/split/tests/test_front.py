@@ -43,6 +43,8 @@ LOGIN = (ADMIN["name"], ADMIN["password"])
 # Cluster b's logins (nginx checks them at the door: its Flower host is in proxy mode).
 LOGIN_B, VIEWER_B = ((user["name"], user["password"]) for user in USERS_B)
 WORKER_B = f"demo-worker@{FLOWER_B}"
+# flower_proxy's default flower_proxy_reader_socket on a Flower host.
+READER_SOCKET = "/run/flower-proxy-readers/http.sock"
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +89,29 @@ def test_an_upgraded_door_keeps_no_copy_of_its_single_host_logins(front: Any) ->
     for leftover in ("/etc/nginx/flower.htpasswd", "/etc/nginx/flower-upstream-ca.pem"):
         assert not front.file(leftover).exists, f"{leftover} is still on the door"
     assert front.file("/etc/nginx/flower-fronted").is_directory
+
+
+# A raw HTTP request on a unix socket, sent as www-data (nginx's workers' user): prints the status line.
+READ_AS_WWW_DATA = r"""
+import socket, sys
+client = socket.socket(socket.AF_UNIX)
+client.connect(sys.argv[1])
+client.sendall(f"GET {sys.argv[2]} HTTP/1.0\r\nHost: door\r\n\r\n".encode())
+print(client.recv(200).decode(errors="replace").split("\r\n")[0])
+"""
+
+
+def test_a_door_has_no_reader_socket_for_nginx_s_user_to_read_through(front: Any) -> None:
+    """The reader socket serves a few read endpoints to a Flower host's local consumers (its queue exporter, the
+    restore check), adding nginx's own login to Flower when nginx does the logins. A door has no such consumer, yet
+    it had one, for its first Flower host: any process running as www-data there (another site's PHP, say) could
+    read through it, and with a first Flower host in proxy mode it would have read that cluster's task list,
+    arguments included, with no login (here the first host uses Flower's own logins: 401). Now a door has none:
+    the same client as www-data reaches nothing, on any prefix."""
+    for path in ("/api/tasks", f"{PREFIX_B}/api/tasks", "/healthcheck"):
+        read = front.run(f"runuser -u www-data -- python3 -c %s {READER_SOCKET} {path}", READ_AS_WWW_DATA)
+        assert read.rc != 0 and "HTTP/" not in read.stdout, f"www-data on the door reached {path}: {read.stdout}"
+    assert not front.file(READER_SOCKET).exists
 
 
 def test_a_cross_site_write_is_refused_at_the_door(front: Any, tmp_path: Path) -> None:
