@@ -33,3 +33,15 @@ def test_each_target_is_one_the_argument_spec_accepts_and_carries_its_cluster() 
         assert {name for name, option in OPTIONS.items() if option.get("required")} <= set(target)
     # A host deployed before flower_cluster existed recorded none: the spec's default.
     assert [target["cluster"] for target in targets] == ["orders", OPTIONS["cluster"]["default"]]
+
+
+def test_scrape_jobs_name_each_targets_flower_and_only_the_exporters_it_serves() -> None:
+    targets = [{"name": "f1", "queues": True, "checklist": True}, {"name": "f2", "queues": False}, {"name": "f3"}]
+    jobs = PLUGIN.flower_scrape_jobs(targets)
+    assert [(job["job_name"], job["kind"], job["target"]["name"]) for job in jobs] == [
+        ("flower-f1", "flower", "f1"),
+        ("flower-queues-f1", "flower_queues", "f1"),
+        ("flower-checklist-f1", "flower_checklist", "f1"),
+        ("flower-f2", "flower", "f2"),
+        ("flower-f3", "flower", "f3"),
+    ]

@@ -36,6 +36,22 @@ def flower_scrape_targets(hosts: list[str], hostvars: Any) -> list[dict[str, Any
     return targets
 
 
+# Each scrape kind of a target, and the target's key that turns it on (None: always).
+SCRAPE_KINDS = (("flower", None), ("flower_queues", "queues"), ("flower_checklist", "checklist"))
+
+
+def flower_scrape_jobs(targets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each scrape job of the targets (job_name, kind, target), in order: Flower, then its queue exporter and its
+    checklist watcher when the target serves them. templates/prometheus.yml.j2 writes them, and the role waits
+    until Prometheus lists every one (tasks/service.yml)."""
+    return [
+        {"job_name": f"{kind.replace('_', '-')}-{target['name']}", "kind": kind, "target": target}
+        for target in targets
+        for kind, switch in SCRAPE_KINDS
+        if switch is None or target.get(switch, False)
+    ]
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
-        return {"flower_scrape_targets": flower_scrape_targets}
+        return {"flower_scrape_targets": flower_scrape_targets, "flower_scrape_jobs": flower_scrape_jobs}
