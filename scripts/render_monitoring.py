@@ -15,6 +15,7 @@ points at DIR/flower.yml); DIR defaults to .cache/monitoring.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import re
 import sys
 from pathlib import Path
@@ -49,6 +50,17 @@ def role_vars() -> dict[str, Any]:
     return variables
 
 
+def role_filters() -> dict[str, Any]:
+    """The role's own filters (filter_plugins/), which its templates call as Ansible gives them."""
+    spec = importlib.util.spec_from_file_location(
+        "flower_monitoring_filters", ROLE / "filter_plugins" / "flower_monitoring.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.FilterModule().filters()
+
+
 def render(name: str, variables: dict[str, Any], **delimiters: str) -> str:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(ROLE / "templates"),
@@ -57,6 +69,7 @@ def render(name: str, variables: dict[str, Any], **delimiters: str) -> str:
         keep_trailing_newline=True,
         **delimiters,
     )
+    env.filters.update(role_filters())
     env.filters["comment"] = comment
     return env.get_template(name).render(variables)
 
