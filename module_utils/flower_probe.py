@@ -106,9 +106,13 @@ class FlowerClient:
         validate_certs: bool = True,
         unix_socket: str | None = None,
         agent: str = "flowerops",
+        wait_when_limited: float = 0.0,
     ) -> None:
         self.base = url.rstrip("/")
         self.timeout = timeout
+        # Seconds a request answered 429 is tried again, once a second: another client of the same limit key
+        # (another audit on the machine) spent the proxy's allowance, which refills. 0: the 429 is the answer.
+        self.wait_when_limited = wait_when_limited
         self.has_credentials = username is not None
         common = dict(
             timeout=timeout,
@@ -137,6 +141,14 @@ class FlowerClient:
         self, method: str, path: str, authenticated: bool = True, headers: dict[str, str] | None = None
     ) -> Reply:
         """Like get(), with any method and extra request headers."""
+        deadline = time.monotonic() + self.wait_when_limited
+        while True:
+            reply = self._request_once(method, path, authenticated, headers)
+            if reply.status != 429 or time.monotonic() + 1.0 > deadline:
+                return reply
+            time.sleep(1.0)
+
+    def _request_once(self, method: str, path: str, authenticated: bool, headers: dict[str, str] | None) -> Reply:
         url = self.base + path
         request = self.authenticated if authenticated else self.anonymous
         started = time.time()

@@ -35,6 +35,8 @@ class Behaviour:
     anonymous_allowed: bool = False  # answer /api and pages without credentials
     healthcheck_delay: float = 0.0
     api_status: int = 200
+    # The first this many requests answered 429, as nginx's limit_req does once another client spent the allowance.
+    rate_limited: int = 0
     workers: dict[str, FakeWorker] = field(default_factory=lambda: {"celery@fake": FakeWorker()})
     # /api/queues/length's active_queues; None: 404, as Flower answers for a broker it cannot ask
     queues: list[dict[str, object]] | None = None
@@ -80,7 +82,10 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(404, "text/html", "<html><title>404: Not Found</title></html>")
             return
         route = parts.path[len(behaviour.prefix) :]
-        if route == "/healthcheck":
+        if behaviour.rate_limited > 0:
+            behaviour.rate_limited -= 1
+            self.reply(429, "text/html", "<html><title>429 Too Many Requests</title></html>")
+        elif route == "/healthcheck":
             self.server.stopping.wait(behaviour.healthcheck_delay)
             self.reply(200, "text/html", "OK")
         elif route == "/api/workers" and self.authorized():

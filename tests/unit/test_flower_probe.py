@@ -62,6 +62,21 @@ def test_wrong_password_is_an_answer_not_an_error() -> None:
         assert client.get("/healthcheck", authenticated=False).text() == "OK"
 
 
+def test_a_rate_limited_request_is_tried_again_while_the_allowance_refills() -> None:
+    """Another client of the same limit key (another Flower's audit on the machine) spent the proxy's allowance: a
+    patient client tries again once a second, for a bounded time; an impatient one (the checklist's burst, which
+    looks for the 429) takes the 429 as the answer."""
+    behaviour = Behaviour(rate_limited=2)
+    with FakeFlowerServer(behaviour) as server:
+        assert FlowerClient(server.url, timeout=5).get("/healthcheck", authenticated=False).status == 429
+        patient = FlowerClient(server.url, timeout=5, wait_when_limited=5)
+        assert patient.get("/healthcheck", authenticated=False).status == 200
+        assert behaviour.rate_limited == 0
+    with FakeFlowerServer(Behaviour(rate_limited=100)) as server:
+        bounded = FlowerClient(server.url, timeout=5, wait_when_limited=2)
+        assert bounded.get("/healthcheck", authenticated=False).status == 429
+
+
 def test_get_over_a_unix_socket(real_flower: RealFlower) -> None:
     client = FlowerClient("http://localhost", unix_socket=real_flower.socket, timeout=5)
 

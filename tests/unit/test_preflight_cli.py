@@ -259,6 +259,48 @@ def test_a_front_door_before_two_flower_hosts_under_the_same_prefix_is_refused(t
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
 
 
+def one_machine(second: dict[str, Any]) -> dict[str, Any]:
+    """Two Flower hosts of the inventory at one address: the machine's first Flower, and a second as given."""
+    first = {"ansible_host": "192.0.2.7", "flower_url_prefix": "/flower-a"}
+    return {
+        "all": {"children": {"flower": {"hosts": {"box": first, "box-b": {"ansible_host": "192.0.2.7", **second}}}}}
+    }
+
+
+@pytest.mark.parametrize(
+    ("second", "extra", "expected"),
+    [
+        # A second instance needs a prefix of its own (the first's server serves both).
+        ({"flower_instance": "b"}, [], "a further instance needs a flower_url_prefix of its own"),
+        ({"flower_instance": "B-2", "flower_url_prefix": "/flower-b"}, [], "up to 16 lower-case letters and digits"),
+        # Two first Flowers of one machine would write the same unit and files.
+        ({"flower_url_prefix": "/flower-b"}, [], "exactly one of them must be its first Flower"),
+        ({"flower_instance": "b", "flower_url_prefix": "/flower-a"}, [], 'prefixes ["/flower-a", "/flower-a"]'),
+        # Converging both at once would race on nginx, apt and ufw.
+        (
+            {"flower_instance": "b", "flower_url_prefix": "/flower-b"},
+            ["-e", "flowerops_rollout_batch=100%"],
+            "(flowerops_rollout_batch 100% puts them in one batch)",
+        ),
+    ],
+    ids=["no-prefix", "bad-name", "two-firsts", "same-prefix", "one-batch"],
+)
+def test_flowers_of_one_machine_are_refused_unless_distinct_and_one_after_another(
+    tmp_path: Path, second: dict[str, Any], extra: list[str], expected: str
+) -> None:
+    run = preflight(tmp_path, *extra, hosts=one_machine(second))
+    output = run.stdout + run.stderr
+    assert run.returncode != 0, output[-3000:]
+    assert expected in refusal(output).replace("''", "'"), output[-3000:]
+
+
+@pytest.mark.parametrize("batch", ["1", "50%"])
+def test_a_second_flower_of_a_machine_in_a_batch_of_its_own_passes_preflight(tmp_path: Path, batch: str) -> None:
+    second = {"flower_instance": "b", "flower_url_prefix": "/flower-b"}
+    run = preflight(tmp_path, "-e", f"flowerops_rollout_batch={batch}", hosts=one_machine(second))
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+
+
 @pytest.mark.parametrize("allowed", [["localhost", "192.0.2.0/27"], ["192.0.2.30"], ["any"]])
 def test_a_broker_address_inside_the_units_allow_list_passes_preflight(tmp_path: Path, allowed: list[str]) -> None:
     group_vars = {**GROUP_VARS, "flower_broker_url": "redis://:pw-1234@192.0.2.30:6379/0"}

@@ -36,27 +36,37 @@ INSTANCE: str = MOLECULE["platforms"][0]["name"]
 PREFIX_INSTANCE: str = MOLECULE["platforms"][1]["name"]
 GROUPS: list[str] = MOLECULE["platforms"][0]["groups"]
 PLATFORM_GROUPS: dict[str, list[str]] = {platform["name"]: platform["groups"] for platform in MOLECULE["platforms"]}
+# The further Flowers of a platform's machine: inventory hosts of their own (flower_instance), no containers.
+FURTHER_INSTANCES: list[str] = list(MOLECULE["provisioner"]["inventory"]["hosts"]["all"]["children"]["flower"]["hosts"])
 LOGINS: dict[str, dict[str, str]] = {user["role"]: user for user in reversed(GROUP_VARS["flower_users"])}
 SECRETS: list[str] = [
     GROUP_VARS["demo_broker_password"],
     MOLECULE["provisioner"]["inventory"]["host_vars"][PREFIX_INSTANCE]["demo_rabbitmq_password"],
     GROUP_VARS["flower_cookie_secret"],
     *(user["password"] for user in GROUP_VARS["flower_users"]),
+    *(
+        user["password"]
+        for name in FURTHER_INSTANCES
+        for user in MOLECULE["provisioner"]["inventory"]["host_vars"][name]["flower_users"]
+    ),
 ]
 DOMAIN: str = GROUP_VARS["flower_domain"]
 # The CA that issued the served certificate (Pebble's root), on the target.
 CA_ON_TARGET: str = GROUP_VARS["flower_tls_trusted_ca"]
 
 
-def role_defaults(role: str) -> dict[str, Any]:
+def role_defaults(role: str, part: str = "defaults") -> dict[str, Any]:
     """A role's defaults as this scenario deploys them: the values that follow other roles' settings
     ("{{ flower_db }}") rendered with every role's defaults and the scenario's group_vars (a value that needs
     the host, such as ansible_local, stays as written)."""
     every: dict[str, Any] = {}
+    # The roles' internal names too (the suffix a further Flower instance's paths take, _flower_account_suffix).
+    for path in sorted((PROJECT_DIR / "roles").glob("*/vars/main.yml")):
+        every.update(yaml.safe_load(path.read_text()) or {})
     for path in sorted((PROJECT_DIR / "roles").glob("*/defaults/main.yml")):
         every.update(yaml.safe_load(path.read_text()) or {})
     every.update(GROUP_VARS)
-    own = yaml.safe_load((PROJECT_DIR / "roles" / role / "defaults" / "main.yml").read_text())
+    own = yaml.safe_load((PROJECT_DIR / "roles" / role / part / "main.yml").read_text())
     environment = jinja2.Environment(undefined=jinja2.StrictUndefined)
 
     def render(value: Any, depth: int = 0) -> Any:
@@ -78,8 +88,8 @@ ACCOUNT = role_defaults("flower_account")
 # database or the logs: Flower and nginx write those whoever asks.
 FINGERPRINT = (
     f"sha256sum /etc/systemd/system/flower.service {ACCOUNT['flower_account_config_dir']}/* "
-    "/etc/nginx/sites-available/* /etc/nginx/snippets/* /etc/nginx/conf.d/* /etc/nginx/flower.htpasswd "
-    "/etc/nginx/flower-upstream-auth.conf /etc/ufw/user.rules /etc/ufw/user6.rules "
+    "/etc/nginx/sites-available/* /etc/nginx/flowerops/* /etc/nginx/snippets/* /etc/nginx/conf.d/* "
+    "/etc/nginx/flower.htpasswd /etc/nginx/flower-upstream-auth.conf /etc/ufw/user.rules /etc/ufw/user6.rules "
     "/etc/fail2ban/jail.d/* /etc/redis/users.acl /etc/systemd/system/demo-worker.service /etc/ansible/facts.d/* "
     "2>/dev/null; systemctl show -p MainPID,ActiveEnterTimestamp flower nginx fail2ban redis-server demo-worker; "
     "ufw status verbose"
@@ -92,7 +102,12 @@ def platform_skip(name: str, module: Any) -> str:
     the prefix platform the modules whose subject a URL prefix changes (EVERY_PLATFORM = True: the front door,
     the browser, the attacks, Flower's service, the health module, persistence, the checklist). The account,
     the logs, the secrets, the firewall and the backups are the same code with or without a prefix: one
-    platform is enough, and the suite's 45 minutes are spent elsewhere."""
+    platform is enough, and the suite's 45 minutes are spent elsewhere. A further Flower of a platform's machine
+    runs the modules written for it alone (FURTHER_INSTANCE = True: test_instances.py)."""
+    if name in FURTHER_INSTANCES:
+        return "" if getattr(module, "FURTHER_INSTANCE", False) else f"{name} is tested by test_instances.py"
+    if getattr(module, "FURTHER_INSTANCE", False):
+        return f"for {', '.join(FURTHER_INSTANCES)} only"
     if name != INSTANCE and not getattr(module, "EVERY_PLATFORM", False):
         return f"runs on {INSTANCE} only"
     return ""
@@ -117,6 +132,11 @@ def host_vars(host: Any) -> dict[str, Any]:
     """The inventory variables of this target: the group's, then its own (molecule.yml host_vars)."""
     own = MOLECULE["provisioner"]["inventory"].get("host_vars", {}).get(host.backend.get_hostname(), {})
     return {**GROUP_VARS, **own}
+
+
+def address(host: Any) -> str:
+    """The target's address on the scenario's network (a further Flower's is its platform's: the same ansible_host)."""
+    return host_vars(host).get("ansible_host") or container_ip(host)
 
 
 def prefix(host: Any) -> str:
@@ -202,9 +222,15 @@ def run_playbook(
     (inventory / "group_vars").mkdir(parents=True, exist_ok=True)
     children: dict[str, Any] = {}
     connection = ssh_connection(PROJECT_DIR)
-    for name in hosts or [INSTANCE]:
-        own = MOLECULE["provisioner"]["inventory"].get("host_vars", {}).get(name, {})
-        for group in PLATFORM_GROUPS[name]:
+    every_host_vars = MOLECULE["provisioner"]["inventory"].get("host_vars", {})
+    platforms = hosts or [INSTANCE]
+    # A listed platform's further Flowers are in the inventory too (the monitoring play scrapes every Flower
+    # host the inventory has, and preflight sees the machine whole), whether or not the run is limited to them.
+    addresses = {every_host_vars[name]["ansible_host"] for name in platforms}
+    further = [name for name in FURTHER_INSTANCES if every_host_vars[name]["ansible_host"] in addresses]
+    for name in [*platforms, *further]:
+        own = every_host_vars.get(name, {})
+        for group in PLATFORM_GROUPS.get(name, ["flower"]):
             children.setdefault(group, {"hosts": {}})["hosts"][name] = {**connection, **own}
     (inventory / "hosts.yml").write_text(yaml.safe_dump({"all": {"children": children}}))
     (inventory / "group_vars" / "all.yml").write_text(yaml.safe_dump(group_vars))
@@ -219,7 +245,7 @@ class FrontDoor:
     """
 
     def __init__(self, host: Any, cafile: Path) -> None:
-        self.address = container_ip(host)
+        self.address = address(host)
         self.prefix = prefix(host)
         self.context = ssl.create_default_context(cafile=str(cafile))
 
@@ -275,7 +301,7 @@ def browser(host: Any) -> Iterator[Browser]:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--no-sandbox", f"--host-resolver-rules=MAP {DOMAIN} {container_ip(host)}"],
+            args=["--no-sandbox", f"--host-resolver-rules=MAP {DOMAIN} {address(host)}"],
         )
         yield browser
         browser.close()

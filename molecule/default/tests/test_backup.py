@@ -21,7 +21,6 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-import yaml
 from conftest import (
     GROUP_VARS,
     PROJECT_DIR,
@@ -38,7 +37,8 @@ BACKUP = role_defaults("flower_backup")
 DIR = BACKUP["flower_backup_dir"]
 DB = BACKUP["flower_backup_source"]
 ROLE = PROJECT_DIR / "roles" / "flower_backup"
-INTERNAL = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())
+# The role's internal names, as this scenario's first Flower has them.
+INTERNAL = role_defaults("flower_backup", "vars")
 KEY_FILE = INTERNAL["_flower_backup_key_file"]
 OWNER = f"{BACKUP['flower_backup_user']}:{BACKUP['flower_backup_group']}"
 # Where the poisoned pickle would leave its marker if anything loaded it: the

@@ -30,6 +30,9 @@ EVERY_PLATFORM = True
 BOTH = [INSTANCE, PREFIX_INSTANCE]
 
 SITE = "/etc/nginx/sites-available/flower.conf"
+# The first Flower's part of that server: its upstream, and its locations (flower_proxy's README).
+UPSTREAMS = "/etc/nginx/flowerops/flower.http.conf"
+LOCATIONS = "/etc/nginx/flowerops/flower.locations.conf"
 HEADERS = "/etc/nginx/snippets/flower-headers.conf"
 
 
@@ -133,7 +136,7 @@ ROUNDS: tuple[tuple[Damage, ...], ...] = (
             "Flower listens on 0.0.0.0:5555",
             (
                 f"sed -i 's|^unix_socket = .*|address = \"0.0.0.0\"\\nport = 5555|' {FLOWER_CONF}",
-                f"sed -i 's|server unix:/run/flower/flower.sock;|server 127.0.0.1:5555;|' {SITE}",
+                f"sed -i 's|server unix:/run/flower/flower.sock;|server 127.0.0.1:5555;|' {UPSTREAMS}",
             ),
         ),
         Damage(6, "no CPUQuota", (f"sed -i '/^CPUQuota=/d' {FLOWER_UNIT}",)),
@@ -145,7 +148,7 @@ ROUNDS: tuple[tuple[Damage, ...], ...] = (
         Damage(
             10, "but Prometheus has loaded no rules", (f"echo 'groups: []' > {RULES}", "systemctl reload prometheus")
         ),
-        Damage(14, "no HTTP 429 in", (f"sed -i '/limit_req zone=flower_api/d' {SITE}",)),
+        Damage(14, "no HTTP 429 in", (f"sed -i '/limit_req zone=flower_api/d' {LOCATIONS}",)),
         # The viewer's hash replaced by the admin's: the viewer's password no longer works.
         Damage(
             16,
@@ -154,7 +157,9 @@ ROUNDS: tuple[tuple[Damage, ...], ...] = (
         ),
     ),
     (
-        Damage(1, "authentication is not enforced", (f"sed -i 's/auth_basic \"Flower\";/auth_basic off;/' {SITE}",)),
+        Damage(
+            1, "authentication is not enforced", (f"sed -i 's/auth_basic \"Flower\";/auth_basic off;/' {LOCATIONS}",)
+        ),
         Damage(4, "ufw is not active", ("ufw --force disable",)),
         Damage(11, "flower-backup.timer is inactive", ("systemctl stop flower-backup.timer",)),
         Damage(13, "lacks X-Frame-Options", (f"sed -i '/X-Frame-Options/d' {HEADERS}",)),

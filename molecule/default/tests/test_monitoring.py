@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from conftest import (
+    FURTHER_INSTANCES,
     GET_ON_HOST,
     INSTANCE,
     MOLECULE,
@@ -35,7 +36,9 @@ RECEIVER_PORT = 9099  # molecule.yml's flower_alerting_webhook_urls
 
 
 HOST_VARS = MOLECULE["provisioner"]["inventory"]["host_vars"]
-CLUSTERS = {name: HOST_VARS[name]["flower_cluster"] for name in (INSTANCE, OTHER)}
+# Every Flower: the two platforms' and the prefix platform's second one (cluster c, test_instances.py).
+CLUSTERS = {name: HOST_VARS[name]["flower_cluster"] for name in (INSTANCE, OTHER, *FURTHER_INSTANCES)}
+EVERY_FLOWER = [1.0] * len(CLUSTERS)
 
 
 def flower_targets(host: Any) -> list[dict]:
@@ -52,23 +55,28 @@ def test_prometheus_scrapes_flower_and_the_queue_exporter_through_nginx(host: An
 
     def all_up() -> list[dict] | None:
         targets = flower_targets(host)
-        return targets if len(targets) == 4 and all(t["health"] == "up" for t in targets) else None
+        return targets if len(targets) == 2 * len(CLUSTERS) and all(t["health"] == "up" for t in targets) else None
 
     targets = wait_for(all_up, timeout=90)
     assert targets, json.dumps(flower_targets(host), indent=1)
     urls = sorted(target["scrapeUrl"] for target in targets)
-    assert urls == [
-        "https://flower.molecule.test:443/metrics",
-        "https://flower.molecule.test:443/metrics/queues",
-        f"https://{OTHER}:443/flower/metrics",
-        f"https://{OTHER}:443/flower/metrics/queues",
-    ]
-    assert {target["labels"]["instance"] for target in targets} == {INSTANCE, OTHER}
+    assert urls == sorted(
+        [
+            "https://flower.molecule.test:443/metrics",
+            "https://flower.molecule.test:443/metrics/queues",
+            f"https://{OTHER}:443/flower/metrics",
+            f"https://{OTHER}:443/flower/metrics/queues",
+            # The second Flower of the prefix platform's machine: the same nginx, its own prefix.
+            *(
+                f"https://{OTHER}:443{HOST_VARS[name]['flower_url_prefix']}/metrics{path}"
+                for name in FURTHER_INSTANCES
+                for path in ("", "/queues")
+            ),
+        ]
+    )
+    assert {target["labels"]["instance"] for target in targets} == set(CLUSTERS)
     # Each Flower's series carry the cluster it watches (its host's flower_cluster, recorded by the flower role).
-    assert {(target["labels"]["instance"], target["labels"]["cluster"]) for target in targets} == {
-        (INSTANCE, CLUSTERS[INSTANCE]),
-        (OTHER, CLUSTERS[OTHER]),
-    }
+    assert {(target["labels"]["instance"], target["labels"]["cluster"]) for target in targets} == set(CLUSTERS.items())
 
 
 def test_rules_and_config_pass_promtool_and_are_loaded(host: Any) -> None:
@@ -125,8 +133,8 @@ def series(result: list[dict[str, Any]], **labels: str) -> list[float]:
 
 # What each panel must show on this host after task_traffic (an answer alone proves nothing: `up == 0` is one).
 PANEL_SHOWS: dict[str, tuple[str, Any]] = {
-    "Flower up": ("both Flowers up", lambda r: sorted(series(r)) == [1.0, 1.0]),
-    "Workers online": ("a worker online on each Flower", lambda r: len(r) == 2 and min(series(r)) >= 1),
+    "Flower up": ("every Flower up", lambda r: sorted(series(r)) == EVERY_FLOWER),
+    "Workers online": ("a worker online on each Flower", lambda r: len(r) == len(CLUSTERS) and min(series(r)) >= 1),
     "Worker online state": ("a worker online", lambda r: 1.0 in series(r)),
     "Executing and prefetched tasks": ("a series per worker", lambda r: r and all("worker" in s["metric"] for s in r)),
     "Task events by type": ("succeeded tasks", lambda r: any(v > 0 for v in series(r, type="task-succeeded"))),
@@ -139,8 +147,8 @@ PANEL_SHOWS: dict[str, tuple[str, Any]] = {
         "a series per worker and task",
         lambda r: r and all({"worker", "task"} <= set(s["metric"]) for s in r),
     ),
-    "Queue length": ("the celery queue", lambda r: len(series(r, queue="celery")) == 2),
-    "Queue exporter answering": ("both exporters answering", lambda r: sorted(series(r)) == [1.0, 1.0]),
+    "Queue length": ("the celery queue", lambda r: len(series(r, queue="celery")) == len(CLUSTERS)),
+    "Queue exporter answering": ("every exporter answering", lambda r: sorted(series(r)) == EVERY_FLOWER),
     "Newest heartbeat age": ("a heartbeat in the last 30 s", lambda r: r and min(series(r)) < 30),
 }
 

@@ -34,8 +34,6 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-UNIT = "flower.service"
-
 
 class UnixConnection(http.client.HTTPConnection):
     def __init__(self, path: str, timeout: float) -> None:
@@ -69,10 +67,10 @@ class Flower:
         return json.loads(body)
 
 
-def seconds_since_start() -> float | None:
-    """Seconds since flower.service became active (one `systemctl show` per run); None: it is not active."""
+def seconds_since_start(unit: str) -> float | None:
+    """Seconds since Flower's unit became active (one `systemctl show` per run); None: it is not active."""
     shown = subprocess.run(
-        ["systemctl", "show", UNIT, "-p", "ActiveState", "-p", "ActiveEnterTimestampMonotonic"],
+        ["systemctl", "show", unit, "-p", "ActiveState", "-p", "ActiveEnterTimestampMonotonic"],
         capture_output=True, text=True, check=True, timeout=30,
     )  # fmt: skip
     unit = dict(line.split("=", 1) for line in shown.stdout.splitlines() if "=" in line)
@@ -140,13 +138,13 @@ def restart(args: argparse.Namespace, why: str) -> str:
     if ago < args.min_gap:
         return f"Flower is blind: {why}; restarted {ago:.0f} s ago, so left alone"
     args.last_restart.write_text(f"{time.time():.0f}\n")
-    subprocess.run(["systemctl", "restart", UNIT], check=True, timeout=args.timeout + 120)
+    subprocess.run(["systemctl", "restart", args.unit], check=True, timeout=args.timeout + 120)
     return f"Flower was blind: {why}. Restarted it"
 
 
 def decide(args: argparse.Namespace) -> str | None:
     """What this run saw, or None when all is well (nothing is printed then)."""
-    running_for = seconds_since_start()
+    running_for = seconds_since_start(args.unit)
     if running_for is None:
         return None
     flower = Flower(args.url, args.unix_socket, read_login(args.secrets, args.user), args.timeout)
@@ -168,6 +166,7 @@ def decide(args: argparse.Namespace) -> str | None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--unit", default="flower.service", help="Flower's systemd unit")
     parser.add_argument("--url", required=True, help="Flower's own URL with its prefix (the Host for a socket)")
     parser.add_argument("--unix-socket", default="", help="Flower's Unix socket, when it listens on one")
     parser.add_argument("--secrets", type=Path, required=True, help="Flower's secrets file (basic_auth logins)")
