@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import yaml
 
 # Debian's chromium, which playwright drives for the browser tests.
@@ -107,3 +108,28 @@ def virtualenv_and_lock(host: Any, lock_file: str, venv: str) -> tuple[set[str],
 def _normalized(pin: str) -> str:
     name, _, version = pin.partition("==")
     return f"{re.sub(r'[-_.]+', '-', name).lower()}=={version}"
+
+
+def role_settings(project_dir: Path, role: str, inventory: dict[str, Any], part: str = "defaults") -> dict[str, Any]:
+    """A role's defaults (part "vars": its internal names) as a scenario deploys them: the values that follow
+    other settings ("{{ flower_db }}", "/var/lib/flower{{ _flower_account_suffix }}") rendered with every role's
+    vars and defaults and the scenario's group_vars (a value that needs the host, such as ansible_local, stays
+    as written)."""
+    every: dict[str, Any] = {}
+    for kind in ("vars", "defaults"):
+        for path in sorted((project_dir / "roles").glob(f"*/{kind}/main.yml")):
+            every.update(yaml.safe_load(path.read_text()) or {})
+    every.update(inventory)
+    own = yaml.safe_load((project_dir / "roles" / role / part / "main.yml").read_text())
+    environment = jinja2.Environment(undefined=jinja2.StrictUndefined)
+
+    def render(value: Any, depth: int = 0) -> Any:
+        if not isinstance(value, str) or "{{" not in value or depth > 5:
+            return value
+        try:
+            rendered = environment.from_string(value).render(every)
+        except (jinja2.TemplateError, TypeError, AttributeError):
+            return value
+        return render(rendered, depth + 1)
+
+    return {name: render(value) for name, value in own.items()}

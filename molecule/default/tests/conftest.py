@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import jinja2
 import pytest
 import yaml
 from playwright.sync_api import Browser, BrowserContext, sync_playwright
@@ -27,7 +26,15 @@ from playwright.sync_api import Browser, BrowserContext, sync_playwright
 SCENARIO_DIR = Path(os.environ.get("MOLECULE_SCENARIO_DIRECTORY", Path(__file__).resolve().parents[1]))
 PROJECT_DIR = SCENARIO_DIR.parents[1]
 sys.path.insert(0, str(PROJECT_DIR / "molecule" / "resources"))
-from testlib import CHROMIUM, ansible_playbook, container_ip, service_diagnostics, ssh_connection, wait_for  # noqa: E402
+from testlib import (  # noqa: E402
+    CHROMIUM,
+    ansible_playbook,
+    container_ip,
+    role_settings,
+    service_diagnostics,
+    ssh_connection,
+    wait_for,
+)
 from testlib import record as record_figure  # noqa: E402
 
 MOLECULE = yaml.safe_load((SCENARIO_DIR / "molecule.yml").read_text())
@@ -56,29 +63,8 @@ CA_ON_TARGET: str = GROUP_VARS["flower_tls_trusted_ca"]
 
 
 def role_defaults(role: str, part: str = "defaults") -> dict[str, Any]:
-    """A role's defaults as this scenario deploys them: the values that follow other roles' settings
-    ("{{ flower_db }}") rendered with every role's defaults and the scenario's group_vars (a value that needs
-    the host, such as ansible_local, stays as written)."""
-    every: dict[str, Any] = {}
-    # The roles' internal names too (the suffix a further Flower instance's paths take, _flower_account_suffix).
-    for path in sorted((PROJECT_DIR / "roles").glob("*/vars/main.yml")):
-        every.update(yaml.safe_load(path.read_text()) or {})
-    for path in sorted((PROJECT_DIR / "roles").glob("*/defaults/main.yml")):
-        every.update(yaml.safe_load(path.read_text()) or {})
-    every.update(GROUP_VARS)
-    own = yaml.safe_load((PROJECT_DIR / "roles" / role / part / "main.yml").read_text())
-    environment = jinja2.Environment(undefined=jinja2.StrictUndefined)
-
-    def render(value: Any, depth: int = 0) -> Any:
-        if not isinstance(value, str) or "{{" not in value or depth > 5:
-            return value
-        try:
-            rendered = environment.from_string(value).render(every)
-        except (jinja2.TemplateError, TypeError, AttributeError):
-            return value
-        return render(rendered, depth + 1)
-
-    return {name: render(value) for name, value in own.items()}
+    """A role's defaults (or its vars) as this scenario deploys them (testlib.role_settings)."""
+    return role_settings(PROJECT_DIR, role, GROUP_VARS, part)
 
 
 FLOWER = role_defaults("flower")

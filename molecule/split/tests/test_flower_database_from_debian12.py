@@ -21,12 +21,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
 from conftest import ADMIN, FLOWER, GROUP_VARS, PROJECT_DIR, get, run_playbook, send_task, served_ca, wait_for
+from testlib import role_settings
 
-ROLES = PROJECT_DIR / "roles"
-ACCOUNT = yaml.safe_load((ROLES / "flower_account" / "defaults" / "main.yml").read_text())
-BACKUP = yaml.safe_load((ROLES / "flower_backup" / "defaults" / "main.yml").read_text())
+ACCOUNT = role_settings(PROJECT_DIR, "flower_account", GROUP_VARS)
+BACKUP = role_settings(PROJECT_DIR, "flower_backup", GROUP_VARS)
 DB = f"{ACCOUNT['flower_account_data_dir']}/flower.db"
 PYTHON = f"{ACCOUNT['flower_account_app_root']}/venv/bin/python"
 USER = ACCOUNT["flower_account_user"]
