@@ -294,6 +294,34 @@ def test_flowers_of_one_machine_are_refused_unless_distinct_and_one_after_anothe
     assert expected in refusal(output).replace("''", "'"), output[-3000:]
 
 
+def test_a_gate_or_a_front_door_for_a_second_flower_of_a_machine_is_refused(tmp_path: Path) -> None:
+    """The first Flower's nginx serves the second alone: its gate, and a door's sites, are the first's."""
+    second = {"flower_instance": "b", "flower_url_prefix": "/flower-b", "flower_proxy_gate_listen": "192.0.2.7:8443"}
+    second["flower_proxy_gate_client_ca"] = "/etc/ssl/door/ca.crt"
+    run = preflight(tmp_path, hosts=one_machine(second))
+    assert run.returncode != 0
+    output = run.stdout + run.stderr
+    assert "no flower_proxy_gate_listen on it (got '192.0.2.7:8443' on instance b)" in refusal(output).replace(
+        "''", "'"
+    )
+    hosts = one_machine({"flower_instance": "b", "flower_url_prefix": "/flower-b"})
+    hosts["all"]["children"]["flower_front"] = {
+        "hosts": {
+            "door": {
+                "flower_proxy_upstream_hosts": ["box-b"],
+                "flower_proxy_upstream_client_certificate": "/etc/ssl/door/client.crt",
+                "flower_proxy_upstream_client_key": "/etc/ssl/door/client.key",
+            }
+        }
+    }
+    run = preflight(tmp_path / "door", hosts=hosts)
+    assert run.returncode != 0
+    output = run.stdout + run.stderr
+    assert 'no front door passing to it (flower_proxy_upstream_hosts names ["box-b"])' in refusal(output), output[
+        -3000:
+    ]
+
+
 @pytest.mark.parametrize("batch", ["1", "50%"])
 def test_a_second_flower_of_a_machine_in_a_batch_of_its_own_passes_preflight(tmp_path: Path, batch: str) -> None:
     second = {"flower_instance": "b", "flower_url_prefix": "/flower-b"}
